@@ -1,0 +1,29 @@
+"""The ``cardiolake`` command line: one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from cardiolake.cli.cohort import app as cohort_app
+from cardiolake.logs import configure_logging
+
+app = typer.Typer(
+    name="cardiolake",
+    help="Lakehouse ML data platform for cardiac triage.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(cohort_app, name="cohort")
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v INFO, -vv DEBUG)."),
+) -> None:
+    """Lakehouse ML data platform for cardiac triage."""
+    configure_logging(verbose)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
