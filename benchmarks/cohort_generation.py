@@ -33,7 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=60)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cohort_generation.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/cohort_generation.json")
+    )
     args = parser.parse_args()
 
     results = []
@@ -65,7 +67,9 @@ def main() -> None:
         "identical_output_across_workers": digests[1] == digests[2],
         "results": results,
     }
-    print(f"{'workers':>7} {'patients':>8} {'seconds':>8} {'patients/s':>10} {'speedup':>8} {'bytes/patient':>14}")
+    print(
+        f"{'workers':>7} {'patients':>8} {'seconds':>8} {'patients/s':>10} {'speedup':>8} {'bytes/patient':>14}"
+    )
     for r in results:
         print(
             f"{r['workers']:>7} {r['patients']:>8} {r['seconds']:>8} {r['patients_per_s']:>10}"

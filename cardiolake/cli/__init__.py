@@ -18,7 +18,9 @@ app.add_typer(cohort_app, name="cohort")
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v INFO, -vv DEBUG)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More logging (-v INFO, -vv DEBUG)."
+    ),
 ) -> None:
     """Lakehouse ML data platform for cardiac triage."""
     configure_logging(verbose)

@@ -13,7 +13,10 @@ from rich.table import Table
 from cardiolake.cohort.settings import CohortSettings
 from cardiolake.config import build_settings
 
-app = typer.Typer(help="Synthetic cardiac cohort: a hospital landing zone with ground truth.", no_args_is_help=True)
+app = typer.Typer(
+    help="Synthetic cardiac cohort: a hospital landing zone with ground truth.",
+    no_args_is_help=True,
+)
 console = Console()
 
 
@@ -21,15 +24,23 @@ console = Console()
 def generate(
     out: Path = typer.Option(..., "--out", help="Landing-zone folder to write."),
     patients: int = typer.Option(None, "--patients", help="Number of patients [default: 50]."),
-    seed: int = typer.Option(None, "--seed", help="Random seed; same seed, same bytes [default: 0]."),
-    labeled_fraction: float = typer.Option(None, "--labeled-fraction", help="Share of patients with reader labels [default: 0.2]."),
-    mobile_only: float = typer.Option(None, "--mobile-only", help="Share of patients seen only by a mobile ECG [default: 0]."),
-    corrupt_fraction: float = typer.Option(None, "--corrupt-fraction", help="Broken inputs added, as a share of patients [default: 0]."),
+    seed: int = typer.Option(
+        None, "--seed", help="Random seed; same seed, same bytes [default: 0]."
+    ),
+    labeled_fraction: float = typer.Option(
+        None, "--labeled-fraction", help="Share of patients with reader labels [default: 0.2]."
+    ),
+    mobile_only: float = typer.Option(
+        None, "--mobile-only", help="Share of patients seen only by a mobile ECG [default: 0]."
+    ),
+    corrupt_fraction: float = typer.Option(
+        None, "--corrupt-fraction", help="Broken inputs added, as a share of patients [default: 0]."
+    ),
     workers: int = typer.Option(None, "--workers", help="Worker processes [default: 1]."),
     config: Path = typer.Option(None, "--config", help="YAML file with a 'cohort:' section."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the settings and write nothing."),
 ) -> None:
-    """Generate a synthetic cohort: WFDB/DICOM ECGs, mobile ECGs, echo cines, labs, notes, labels."""
+    """Generate a synthetic cohort: 12-lead and mobile ECGs, echo cines, labs, notes, labels."""
     from cardiolake.cohort.generate import generate_cohort
 
     settings = build_settings(
@@ -83,7 +94,9 @@ def describe(
 @app.command()
 def plot(
     cohort_dir: Path = typer.Argument(..., help="A folder written by 'cohort generate'."),
-    patient: str = typer.Option(..., "--patient", help="Study id (CL000001), 1-based number or MRN."),
+    patient: str = typer.Option(
+        ..., "--patient", help="Study id (CL000001), 1-based number or MRN."
+    ),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
 ) -> None:
     """Draw a 12-lead strip with true R peaks above the echo LV-area curve with ED/ES marked."""

@@ -46,7 +46,9 @@ def corrupt_count(settings: CohortSettings) -> int:
     return max(len(DEFECTS), round(settings.corrupt_fraction * settings.patients))
 
 
-def _copy_wfdb(src_stem: Path, dst_stem: Path, *, sample_factor: float = 1.0, gain: str | None = None) -> None:
+def _copy_wfdb(
+    src_stem: Path, dst_stem: Path, *, sample_factor: float = 1.0, gain: str | None = None
+) -> None:
     """Copy a single-file WFDB record under a new name, optionally editing its header."""
     lines = src_stem.with_suffix(".hea").read_text().splitlines()
     head = lines[0].split()
@@ -91,7 +93,7 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
     n = corrupt_count(settings)
     truth_path = out_dir / "truth" / "corrupt.csv"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
-    rng = patient_rng(settings.seed, -1, "corrupt")
+    rng = patient_rng(settings.seed, settings.patients, "corrupt")  # index past every patient
     mobiles = sorted((out_dir / "mobile").glob("mob_*.hea"))
     echoes = sorted((out_dir / "echo" / "dicom").glob("echo_*.dcm"))
     mrns = [row["mrn"] for row in csv.DictReader((out_dir / "patients.csv").open())]
@@ -117,6 +119,7 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
             rows.append(_row(dst.with_suffix(".hea"), out_dir, "", defect, src.with_suffix(".hea")))
         elif defect == "not_dicom":
             dst = out_dir / "echo" / "dicom" / f"echo_x{tag}.dcm"
+            dst.parent.mkdir(parents=True, exist_ok=True)
             noise = rng.integers(0, 256, size=2048, dtype=np.uint8).tobytes()
             dst.write_bytes(b"exported report, not an image\n" + noise)
             rows.append(_row(dst, out_dir, "", defect, None))
@@ -136,7 +139,9 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
                     frames = int(ds.NumberOfFrames)
                     step = float(ds.FrameTime)
                     vector = [0.0] + [step] * (frames - 1)
-                    for j in rng.choice(np.arange(2, frames), size=min(3, frames - 2), replace=False):
+                    for j in rng.choice(
+                        np.arange(2, frames), size=min(3, frames - 2), replace=False
+                    ):
                         vector[int(j)] = -step  # a frame stamped before its predecessor
                     del ds.FrameTime
                     ds.FrameTimeVector = vector
@@ -147,7 +152,9 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
             mrn = mrns[int(rng.integers(len(mrns)))]
             specimen = f"SX{tag}"
             loinc, value, unit = (
-                ("2823-3", 42.0, "mmol/L") if defect == "lab_impossible_value" else ("99999-9", 1.0, "mg/dL")
+                ("2823-3", 42.0, "mmol/L")
+                if defect == "lab_impossible_value"
+                else ("99999-9", 1.0, "mg/dL")
             )
             lab_rows.append(
                 {
@@ -155,7 +162,9 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
                     "value": value, "unit": unit, "draw_time": "2024-06-01T09:00:00",
                 }
             )  # fmt: skip
-            rows.append({"path": "labs/labs.csv", "row_id": specimen, "defect": defect, "source": ""})
+            rows.append(
+                {"path": "labs/labs.csv", "row_id": specimen, "defect": defect, "source": ""}
+            )
         elif defect == "label_unknown_patient":
             label_id = f"LX{tag}"
             label_rows.append(
@@ -165,7 +174,9 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
                     "reader": "adjudicated", "triage": "urgent", **dict.fromkeys(FINDINGS, 0),
                 }
             )  # fmt: skip
-            rows.append({"path": "labels/labels.csv", "row_id": label_id, "defect": defect, "source": ""})
+            rows.append(
+                {"path": "labels/labels.csv", "row_id": label_id, "defect": defect, "source": ""}
+            )
     _append_csv(out_dir / "labs" / "labs.csv", LAB_COLUMNS, lab_rows)
     _append_csv(out_dir / "labels" / "labels.csv", LABEL_COLUMNS, label_rows)
     with truth_path.open("w", newline="") as fh:

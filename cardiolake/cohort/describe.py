@@ -45,14 +45,21 @@ class CohortSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict form for JSON output."""
-        return {"counts": self.counts, "prevalence": self.prevalence, "kappa": self.kappa, "auc": self.auc}
+        return {
+            "counts": self.counts,
+            "prevalence": self.prevalence,
+            "kappa": self.kappa,
+            "auc": self.auc,
+        }
 
 
 def resolve_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """One label per exam: the adjudicated row where present, else the unanimous readers."""
     adjudicated = labels[labels["reader"] == "adjudicated"]
     readers = labels[labels["reader"] != "adjudicated"]
-    consensus = readers[~readers["mrn"].isin(adjudicated["mrn"])].groupby("mrn", as_index=False).first()
+    consensus = (
+        readers[~readers["mrn"].isin(adjudicated["mrn"])].groupby("mrn", as_index=False).first()
+    )
     return pd.concat([adjudicated, consensus], ignore_index=True)
 
 
@@ -139,7 +146,9 @@ def describe_cohort(cohort_dir: Path) -> CohortSummary:
     labeled_test = resolved.merge(truth[["mrn", "oracle_p", "split"]], on="mrn")
     labeled_test = labeled_test[labeled_test["split"] == "test"]
     if labeled_test["triage"].nunique() == 2:
-        a["oracle_heldout_labeled"] = float(roc_auc_score(labeled_test["triage"], labeled_test["oracle_p"]))
+        a["oracle_heldout_labeled"] = float(
+            roc_auc_score(labeled_test["triage"], labeled_test["oracle_p"])
+        )
     a["ecg12_latent_ceiling"] = _ceiling_auc(truth, ECG12_FEATURES)
     a["lead1_latent_ceiling"] = _ceiling_auc(truth, LEAD1_FEATURES)
     return summary

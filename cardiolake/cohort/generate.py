@@ -114,7 +114,9 @@ def generate_patient(settings: CohortSettings, index: int, out_dir: Path) -> Pat
         mobile, out_dir / "mobile", stem, base_datetime=state.mobile_time,
         comments=[f"mrn: {state.mrn}", f"device: {device}", f"leads: {len(leads)}"],
     )  # fmt: skip
-    out.recordings.append(_recording(state, stem, "mobile_ecg", f"mobile/{stem}", state.mobile_time))
+    out.recordings.append(
+        _recording(state, stem, "mobile_ecg", f"mobile/{stem}", state.mobile_time)
+    )
     out.beats += _beat_rows(stem, mobile.r_peaks_s, mobile.t_end_s)
 
     if state.mobile_only:
@@ -181,7 +183,9 @@ def generate_patient(settings: CohortSettings, index: int, out_dir: Path) -> Pat
             {"recording_id": name, "beat": i, "ed_s": float(ed), "es_s": float(es)}
             for i, (ed, es) in enumerate(_pair_keyframes(echo.ed_s, echo.es_s))
         ]
-        rec = _recording(state, name, "echo", f"echo/echonet/Videos/{name}.avi", state.echo_start_time)
+        rec = _recording(
+            state, name, "echo", f"echo/echonet/Videos/{name}.avi", state.echo_start_time
+        )
         rec.update(paired_ecg=ecg_stem, true_start_offset_s=state.echo_start_offset_s)
         out.recordings.append(rec)
 
@@ -211,7 +215,9 @@ def _recording(
     }
 
 
-def _beat_rows(recording_id: str, r_peaks_s: np.ndarray, t_end_s: np.ndarray) -> list[dict[str, Any]]:
+def _beat_rows(
+    recording_id: str, r_peaks_s: np.ndarray, t_end_s: np.ndarray
+) -> list[dict[str, Any]]:
     return [
         {"recording_id": recording_id, "beat": i, "r_peak_s": float(r), "t_end_s": float(t)}
         for i, (r, t) in enumerate(zip(r_peaks_s, t_end_s, strict=True))
@@ -286,22 +292,37 @@ def generate_cohort(
     from cardiolake.cohort.corrupt import add_corrupt_corpus  # needs the good files first
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("generating %d patients (seed %d) into %s", settings.patients, settings.seed, out_dir)
+    logger.info(
+        "generating %d patients (seed %d) into %s", settings.patients, settings.seed, out_dir
+    )
     outputs = sorted(_run_workers(settings, out_dir, progress), key=lambda o: o.index)
 
     def rows(attr: str) -> list[dict[str, Any]]:
         return [row for o in outputs for row in getattr(o, attr)]
 
-    counts = {
-        "patients": _write_csv(out_dir / "patients.csv", clinical.PATIENT_COLUMNS, (o.patient for o in outputs)),
-        "ecg_database": _write_csv(out_dir / "ecg" / "ecg_database.csv", ECG_DATABASE_COLUMNS, rows("ecg_database")),
-        "labs": _write_csv(out_dir / "labs" / "labs.csv", clinical.LAB_COLUMNS, rows("labs")),
-        "notes": _write_csv(out_dir / "notes" / "notes.csv", clinical.NOTE_COLUMNS, rows("notes")),
-        "labels": _write_csv(out_dir / "labels" / "labels.csv", clinical.LABEL_COLUMNS, rows("labels")),
-    }  # fmt: skip
+    tables = (
+        (
+            "patients",
+            out_dir / "patients.csv",
+            clinical.PATIENT_COLUMNS,
+            [o.patient for o in outputs],
+        ),
+        (
+            "ecg_database",
+            out_dir / "ecg" / "ecg_database.csv",
+            ECG_DATABASE_COLUMNS,
+            rows("ecg_database"),
+        ),
+        ("labs", out_dir / "labs" / "labs.csv", clinical.LAB_COLUMNS, rows("labs")),
+        ("notes", out_dir / "notes" / "notes.csv", clinical.NOTE_COLUMNS, rows("notes")),
+        ("labels", out_dir / "labels" / "labels.csv", clinical.LABEL_COLUMNS, rows("labels")),
+    )
+    counts = {name: _write_csv(path, columns, table) for name, path, columns, table in tables}
     if rows("echonet_files"):
         echonet = out_dir / "echo" / "echonet"
-        counts["echonet"] = _write_csv(echonet / "FileList.csv", FILELIST_COLUMNS, rows("echonet_files"))
+        counts["echonet"] = _write_csv(
+            echonet / "FileList.csv", FILELIST_COLUMNS, rows("echonet_files")
+        )
         _write_csv(echonet / "VolumeTracings.csv", VOLUME_TRACING_COLUMNS, rows("echonet_tracings"))
     truth = out_dir / "truth"
     _write_parquet(truth / "patients.parquet", [o.truth for o in outputs])
@@ -313,8 +334,9 @@ def generate_cohort(
     echo_recs = recs[recs["kind"] == "echo"]
     _write_parquet(
         truth / "clock_offsets.parquet",
-        echo_recs[["recording_id", "paired_ecg", "mrn", "clock_offset_s", "true_start_offset_s"]]
-        .to_dict("records"),
+        echo_recs[
+            ["recording_id", "paired_ecg", "mrn", "clock_offset_s", "true_start_offset_s"]
+        ].to_dict("records"),
     )
     counts["recordings"] = len(recs)
     counts["corrupt"] = add_corrupt_corpus(settings, out_dir)

@@ -229,7 +229,11 @@ def sample_patient(settings: CohortSettings, index: int) -> PatientState:
     qrs = float(np.clip(qrs, 72, 178))
     qtc = float(
         np.clip(
-            412 + 14 * d + 12 * n() + (25 if conduction != "none" else 0) - 20 * max(potassium - 5, 0),
+            412
+            + 14 * d
+            + 12 * n()
+            + (25 if conduction != "none" else 0)
+            - 20 * max(potassium - 5, 0),
             360,
             510,
         )
@@ -238,7 +242,9 @@ def sample_patient(settings: CohortSettings, index: int) -> PatientState:
     r_amp = 1.35 * math.exp(0.18 * n()) * (1.7 if lvh else 1.0) * (0.8 if d > 1.2 else 1.0)
     r_amp = float(np.clip(r_amp, 0.5, 3.2))
     st = float(-0.07 * max(ischaemia - 0.6, 0.0) - (0.06 if lvh else 0.0))
-    t_amp = float(np.clip(0.32 * math.exp(0.15 * n()) * (1 + 1.6 * max(potassium - 5.0, 0)), 0.1, 1.4))
+    t_amp = float(
+        np.clip(0.32 * math.exp(0.15 * n()) * (1 + 1.6 * max(potassium - 5.0, 0)), 0.1, 1.4)
+    )
 
     oracle_logit = triage_logit(
         lvef=lvef, af=af, conduction=conduction, lvh=lvh, potassium=potassium,
@@ -258,7 +264,9 @@ def sample_patient(settings: CohortSettings, index: int) -> PatientState:
     mobile_leads = 6 if u() < settings.six_lead_fraction else 1
     shares = settings.compression_shares
     kinds = list(shares)
-    compression = kinds[int(rng.choice(len(kinds), p=np.array(list(shares.values())) / sum(shares.values())))]
+    compression = kinds[
+        int(rng.choice(len(kinds), p=np.array(list(shares.values())) / sum(shares.values())))
+    ]
     lo, hi = settings.echo_fps_range
     fps = int(rng.integers(lo, hi + 1))
     has_r_wave = bool(u() < settings.r_wave_vector_fraction)

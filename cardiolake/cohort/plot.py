@@ -44,7 +44,9 @@ def _read_12lead(path: Path) -> tuple[np.ndarray, float, list[str]]:
     return record.p_signal, float(record.fs), list(record.sig_name)
 
 
-def plot_patient(cohort_dir: Path, patient: str, out: Path, *, leads: tuple[str, ...] = STANDARD_LEADS) -> Path:
+def plot_patient(
+    cohort_dir: Path, patient: str, out: Path, *, leads: tuple[str, ...] = STANDARD_LEADS
+) -> Path:
     """Draw the patient's 12-lead ECG with true R peaks above the echo LV-area curve.
 
     Args:
@@ -93,7 +95,14 @@ def plot_patient(cohort_dir: Path, patient: str, out: Path, *, leads: tuple[str,
         ax.axvspan(shift, shift + frames["t_s"].max(), color="tab:blue", alpha=0.05)
     area = axes[-1]
     area.plot(frames["t_s"] + shift, frames["lv_area_px"], color="tab:blue", label="LV area (px)")
-    area.vlines(r_peaks, frames["lv_area_px"].min(), frames["lv_area_px"].max(), color="tab:red", lw=0.6, label="R peak")
+    area.vlines(
+        r_peaks,
+        frames["lv_area_px"].min(),
+        frames["lv_area_px"].max(),
+        color="tab:red",
+        lw=0.6,
+        label="R peak",
+    )
     for col, colour, name in (("ed_s", "tab:green", "ED"), ("es_s", "tab:orange", "ES")):
         times = keyframes[col].dropna().to_numpy() + shift
         vals = np.interp(times, frames["t_s"] + shift, frames["lv_area_px"])

@@ -1,0 +1,1 @@
+"""File writers of the synthetic cohort: one module per landing-zone format."""

@@ -1,0 +1,1 @@
+"""Spark jobs: raw landing zone -> bronze -> silver -> gold Delta tables."""

@@ -1,0 +1,159 @@
+"""Inventory of a landing zone: which files are records, which are indexes, which are unknown.
+
+Discovery is cheap (names and CSV headers only) and runs on the driver; the expensive
+parsing of every record happens in Spark tasks. Every file found is accounted for: a record
+to ingest, an index that enriches records, or an unknown file that goes to quarantine.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+SourceFormat = Literal[
+    "wfdb", "dicom", "echonet_avi", "labs_csv", "notes_csv", "labels_csv", "unknown"
+]
+
+#: Folders a landing zone may contain that ingestion must never read.
+IGNORED_DIRS = frozenset({"truth", ".ipynb_checkpoints", "__MACOSX"})
+#: CSV header signatures, first match wins.
+_CSV_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("labs_csv", frozenset({"loinc", "value", "unit"})),
+    ("notes_csv", frozenset({"note_id", "text"})),
+    ("labels_csv", frozenset({"label_id", "reader", "triage"})),
+    ("ptbxl_index", frozenset({"ecg_id", "filename_hr"})),
+    ("echonet_filelist", frozenset({"FileName", "EF", "FPS"})),
+    ("echonet_tracings", frozenset({"FileName", "X1", "Y1", "Frame"})),
+    ("patient_index", frozenset({"mrn", "name", "birth_date"})),
+)
+#: Signal files a WFDB header may name.
+_WFDB_SIGNAL_SUFFIXES = frozenset({".dat", ".xyz"})
+#: WFDB annotation files: they travel with their record's header and are no record of their own.
+_WFDB_ANNOTATION_SUFFIXES = frozenset({".atr", ".qrs", ".ecg", ".ari"})
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input record: a file (or a WFDB header with its signal files)."""
+
+    uri: str  # absolute path of the main file
+    format: SourceFormat
+    companions: tuple[str, ...] = ()  # other files of the same record (WFDB signal files)
+
+
+@dataclass
+class LandingInventory:
+    """What a landing zone holds."""
+
+    root: Path
+    records: list[SourceFile] = field(default_factory=list)
+    indexes: dict[str, list[Path]] = field(default_factory=dict)
+    unknown: list[SourceFile] = field(default_factory=list)
+
+    def by_format(self, fmt: SourceFormat) -> list[SourceFile]:
+        """The records of one format."""
+        return [r for r in self.records if r.format == fmt]
+
+
+def _csv_kind(path: Path) -> str | None:
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            header = set(next(csv.reader(fh), []))
+    except OSError:
+        return None
+    for kind, needed in _CSV_KINDS:
+        if needed <= header:
+            return kind
+    return None
+
+
+def _wfdb_signal_files(header: Path) -> tuple[str, ...]:
+    """Signal files named in a WFDB header (missing ones are reported when parsing)."""
+    names: list[str] = []
+    try:
+        lines = header.read_text(errors="replace").splitlines()
+    except OSError:
+        return ()
+    # the first non-comment line is the record line; signal lines follow
+    content = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    for line in content[1:]:
+        fields = line.split()
+        if fields[0] not in names and fields[0] != "~":
+            names.append(fields[0])
+    return tuple(str(header.parent / n) for n in names)
+
+
+def scan_landing(root: Path) -> LandingInventory:
+    """List every file under ``root`` as a record, an index or an unknown input.
+
+    Args:
+        root: the landing-zone folder.
+
+    Returns:
+        The inventory; records are sorted by URI so runs are reproducible.
+
+    Raises:
+        FileNotFoundError: when ``root`` does not exist.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"landing zone {root} does not exist")
+    inventory = LandingInventory(root=root.resolve())
+    files = sorted(
+        p.resolve()
+        for p in root.rglob("*")
+        if p.is_file() and not IGNORED_DIRS.intersection(p.relative_to(root).parts)
+    )
+    claimed: set[str] = set()
+    for path in files:
+        if path.suffix.lower() == ".hea":
+            annotations = [
+                str(path.with_suffix(s)) for s in sorted(_WFDB_ANNOTATION_SUFFIXES)
+                if path.with_suffix(s).exists()
+            ]  # fmt: skip
+            claimed.update(annotations)
+            companions = _wfdb_signal_files(path)
+            claimed.update(companions)
+            inventory.records.append(SourceFile(str(path), "wfdb", companions))
+    for path in files:
+        suffix = path.suffix.lower()
+        if suffix == ".hea" or str(path) in claimed:
+            continue
+        if suffix == ".dcm" or (suffix == "" and _looks_like_dicom(path)):
+            inventory.records.append(SourceFile(str(path), "dicom"))
+        elif suffix == ".avi":
+            inventory.records.append(SourceFile(str(path), "echonet_avi"))
+        elif suffix == ".csv":
+            kind = _csv_kind(path)
+            if kind in {"labs_csv", "notes_csv", "labels_csv"}:
+                inventory.records.append(SourceFile(str(path), kind))  # type: ignore[arg-type]
+            elif kind is not None:
+                inventory.indexes.setdefault(kind, []).append(path)
+            else:
+                inventory.unknown.append(SourceFile(str(path), "unknown"))
+        elif suffix in _WFDB_SIGNAL_SUFFIXES:
+            # a signal file no header names (an orphan): nothing can read it
+            inventory.unknown.append(SourceFile(str(path), "unknown"))
+        elif path.name.lower() in {
+            "readme",
+            "readme.md",
+            "readme.txt",
+            "license",
+            "license.txt",
+            "sha256sums.txt",
+        }:
+            continue  # documentation shipped with public datasets
+        else:
+            inventory.unknown.append(SourceFile(str(path), "unknown"))
+    inventory.records.sort(key=lambda r: r.uri)
+    return inventory
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False

@@ -1,0 +1,684 @@
+"""Read one DICOM file (12-lead/general ECG waveform or ultrasound cine) into arrays.
+
+Spark tasks call :func:`read_dicom` on one file at a time. Whatever is wrong with the file
+surfaces as :class:`~pipelines.readers.errors.InputError` with a stable reason, never as a
+crash or a half-filled result. Patient identifiers never enter the returned header:
+:func:`deidentified_header` copies an allowlist of technical attributes, and the MRN travels
+in a field of its own so the caller can turn it into the pseudonymous key and drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from os import PathLike, fspath
+from typing import Any, BinaryIO, Literal
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_color_lut
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+from pydicom.valuerep import DA, DT, TM, PersonName
+
+from pipelines.readers.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Side of the frames every downstream echo model reads (EchoNet-Dynamic's size).
+FRAME_SIZE = 112
+ECG_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG Waveform
+        "1.2.840.10008.5.1.4.1.1.9.1.2",  # General ECG Waveform
+        "1.2.840.10008.5.1.4.1.1.9.1.3",  # Ambulatory ECG Waveform
+        "1.2.840.10008.5.1.4.1.1.9.1.4",  # General 32-bit ECG Waveform
+    }
+)
+US_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image (retired, still exported)
+        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image (retired)
+    }
+)
+#: Attributes that identify the patient or staff (PS3.15 basic profile, the ones exports
+#: really fill). They never enter a header dict; tests assert it on every reader output.
+PHI_TAGS: frozenset[str] = frozenset(
+    {
+        "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientAddress",
+        "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "IssuerOfPatientID",
+        "PatientMotherBirthName", "PatientTelephoneNumbers", "MedicalRecordLocator",
+        "PatientInstitutionResidence", "CurrentPatientLocation", "AdmissionID",
+        "AdditionalPatientHistory", "PatientComments", "EthnicGroup", "Occupation",
+        "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+        "RequestingPhysician", "PhysiciansOfRecord", "OperatorsName", "AccessionNumber",
+        "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
+        "DeviceSerialNumber", "StudyID", "RequestAttributesSequence",
+    }
+)  # fmt: skip
+#: Technical attributes copied into the header when present (an allowlist, so an unexpected
+#: PHI-bearing attribute can never slip through).
+_HEADER_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName", "SoftwareVersions",
+    "ImageType", "BodyPartExamined", "SeriesDescription", "ProtocolName", "Rows", "Columns",
+    "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
+    "BitsAllocated", "BitsStored", "LossyImageCompression", "FrameIncrementPointer",
+    "FrameTime", "CineRate", "RecommendedDisplayFrameRate", "EffectiveDuration", "HeartRate",
+    "AcquisitionTimeSynchronized", "SynchronizationFrameOfReferenceUID",
+    "SynchronizationTrigger", "TimeSource", "TimeDistributionProtocol", "TimezoneOffsetFromUTC",
+)  # fmt: skip
+_FRAME_TIME = Tag(0x0018, 0x1063)
+_FRAME_TIME_VECTOR = Tag(0x0018, 0x1065)
+# (bits allocated, sample interpretation) -> little-endian dtype; mu/A-law (MB/AB) are audio.
+_WAVEFORM_DTYPES = {
+    (8, "SB"): "i1", (8, "UB"): "u1", (16, "SS"): "<i2", (16, "US"): "<u2",
+    (32, "SL"): "<i4", (32, "UL"): "<u4",
+}  # fmt: skip
+_UNIT_TO_MV = {"uV": 1e-3, "mV": 1.0, "V": 1e3, "nV": 1e-6}
+# SCP-ECG lead numbers, shared by SCPECG codes (5.6.3-9-N) and MDC codes (2:N, 131328 + N).
+_LEAD_NUMBERS = {
+    1: "I", 2: "II", 61: "III", 62: "aVR", 63: "aVL", 64: "aVF", 3: "V1", 4: "V2", 5: "V3",
+    6: "V4", 7: "V5", 8: "V6", 9: "V7", 66: "V8", 67: "V9", 11: "V3R", 12: "V4R", 65: "-aVR",
+}  # fmt: skip
+_TEXT_LEADS = {name.lower(): name for name in _LEAD_NUMBERS.values()}
+#: Calibrated ECGs above this (robust peak of any lead, mV) are a gain error, not a heart.
+MAX_PLAUSIBLE_MV = 25.0
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class EchoClip:
+    """An echo cine loop from any source (DICOM or EchoNet AVI), as silver needs it.
+
+    Attributes:
+        uri: the source file.
+        source_format: ``"dicom"`` or ``"echonet_avi"``.
+        frames: ``(F, H, W)`` uint8 grayscale at the stored resolution.
+        frames_112: ``(F, 112, 112)`` uint8, a plain (non-letterboxed) area resize of the
+            whole image, so a non-square image is stretched.
+        frame_times_s: ``(F,)`` seconds from the first frame, strictly increasing.
+        fps: mean frame rate in Hz (``nan`` for a single frame without timing).
+        acquisition_datetime: start on the acquiring machine's clock (naive local time).
+        synchronized: the device declared its clock synchronised (Acquisition Time
+            Synchronized ``Y``).
+        header: JSON-able de-identified header.
+        r_wave_times_s: R-wave times from (0018,6060), seconds from the first frame, or None.
+        ed_frame: traced end-diastolic frame index when the source supplies one.
+        es_frame: traced end-systolic frame index when the source supplies one.
+        mrn: the patient's MRN, only for deriving the pseudonymous key (kept out of repr).
+    """
+
+    uri: str
+    source_format: Literal["dicom", "echonet_avi"]
+    # Arrays and header stay out of repr: a logged clip must not dump megabytes.
+    frames: np.ndarray = field(repr=False)
+    frames_112: np.ndarray = field(repr=False)
+    frame_times_s: np.ndarray = field(repr=False)
+    fps: float
+    acquisition_datetime: datetime | None
+    synchronized: bool
+    header: dict[str, Any] = field(repr=False)
+    r_wave_times_s: np.ndarray | None = field(default=None, repr=False)
+    ed_frame: int | None = None
+    es_frame: int | None = None
+    mrn: str | None = field(default=None, repr=False)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return int(self.frames.shape[0])
+
+
+#: The DICOM echo result is the shared clip type.
+DicomEcho = EchoClip
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class DicomEcg:
+    """A DICOM ECG waveform, calibrated to millivolts with standard lead names.
+
+    Attributes:
+        uri: the source file.
+        signals_mv: ``(n_samples, n_leads)`` float32 millivolts.
+        lead_names: normalised names (``"I"``, ``"aVR"``, ``"V1"``, ...), one per column.
+        fs: sampling frequency in Hz.
+        acquisition_datetime: start on the cart's clock (naive local time).
+        synchronized: the cart declared its clock synchronised.
+        header: JSON-able de-identified header.
+        mrn: the patient's MRN, only for deriving the pseudonymous key (kept out of repr).
+    """
+
+    uri: str
+    signals_mv: np.ndarray = field(repr=False)
+    lead_names: tuple[str, ...]
+    fs: float
+    acquisition_datetime: datetime | None
+    synchronized: bool
+    header: dict[str, Any] = field(repr=False)
+    mrn: str | None = field(default=None, repr=False)
+
+
+# --- header --------------------------------------------------------------------------------
+
+
+def patient_mrn(ds: Dataset) -> str | None:
+    """The Patient ID (MRN), for the caller to hash into the pseudonymous key; never store it."""
+    value = str(ds.get("PatientID", "") or "").strip()
+    return value or None
+
+
+def acquisition_datetime(ds: Dataset) -> datetime | None:
+    """When the acquisition started, on the device's clock, with fractional seconds.
+
+    Tries Acquisition DateTime, then Acquisition Date + Time, Content Date + Time and Study
+    Date + Time. A UTC offset inside a DT value is dropped and the wall-clock time kept,
+    because devices mostly write local time without one; Timezone Offset From UTC
+    (0008,0201), when present, is copied into the header by :func:`deidentified_header`.
+
+    Returns:
+        A naive datetime, or None when no pair parses.
+    """
+    value = ds.get("AcquisitionDateTime")
+    if value:
+        try:
+            return DT(str(value)).replace(tzinfo=None)
+        except ValueError:
+            pass  # malformed DT: fall back to the date/time pairs
+    for date_kw, time_kw in (
+        ("AcquisitionDate", "AcquisitionTime"),
+        ("ContentDate", "ContentTime"),
+        ("StudyDate", "StudyTime"),
+    ):
+        day, clock = ds.get(date_kw), ds.get(time_kw)
+        if day and clock:
+            try:
+                return datetime.combine(DA(str(day)), TM(str(clock)))
+            except ValueError:
+                continue
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, MultiValue | list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, BaseTag):  # before int: a tag is an int subclass
+        return f"({value.group:04X},{value.element:04X})"
+    if isinstance(value, str):  # also UID, DA, TM and the other string VRs
+        return str(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
+
+
+def _phi_strings(ds: Dataset) -> list[str]:
+    """Identifier strings that must not leak through free-text technical attributes."""
+    values: list[str] = []
+    for keyword in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"):
+        value = ds.get(keyword)
+        if isinstance(value, PersonName):
+            values += [part for part in re.split(r"[\^=\s]+", str(value)) if part]
+        elif isinstance(value, MultiValue):
+            values += [str(v) for v in value]
+        elif value:
+            values.append(str(value))
+    return [v for v in values if len(v) >= 3]  # short parts ("M", "Jo") are not identifying
+
+
+def _redact(value: Any, phi: Sequence[str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _redact(v, phi) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, phi) for v in value]
+    if isinstance(value, str):
+        for secret in phi:
+            value = re.sub(re.escape(secret), "[removed]", value, flags=re.IGNORECASE)
+    return value
+
+
+def deidentified_header(ds: Dataset) -> dict[str, Any]:
+    """A JSON-able dict of the technical header fields, free of patient identifiers.
+
+    Only allowlisted attributes are copied (never any of :data:`PHI_TAGS`); free text that
+    happens to contain the patient's name, ID or birth date is redacted as well.
+
+    Args:
+        ds: a parsed DICOM dataset.
+
+    Returns:
+        Keys are DICOM keywords plus derived ones: ``TransferSyntaxUID``, ``SOPClassName``,
+        ``AcquisitionDateTime`` (ISO 8601), ``PixelSpacingCm``, ``ViewHints``,
+        ``NumberOfRWaves``, ``FrameTimeVectorLength`` and, for waveforms, ``Waveforms`` (one
+        summary per multiplex group with ``ChannelNames`` normalised).
+    """
+    header: dict[str, Any] = {}
+    for keyword in _HEADER_KEYWORDS:
+        value = ds.get(keyword)
+        if value is not None and value != "":
+            header[keyword] = _jsonable(value)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        header["TransferSyntaxUID"] = str(meta.TransferSyntaxUID)
+    if "SOPClassUID" in ds:
+        header["SOPClassName"] = UID(str(ds.SOPClassUID)).name
+    when = acquisition_datetime(ds)
+    if when is not None:
+        header["AcquisitionDateTime"] = when.isoformat()
+    if "RWaveTimeVector" in ds:
+        header["NumberOfRWaves"] = int(np.atleast_1d(ds.RWaveTimeVector).size)
+    if "FrameTimeVector" in ds:
+        header["FrameTimeVectorLength"] = int(np.atleast_1d(ds.FrameTimeVector).size)
+    views = [item.get("CodeMeaning") for item in ds.get("ViewCodeSequence", [])]
+    if any(views):
+        header["ViewHints"] = [str(v) for v in views if v]
+    regions = ds.get("SequenceOfUltrasoundRegions", [])
+    if regions and regions[0].get("PhysicalUnitsXDirection") == 3:  # 3: centimetres
+        header["PixelSpacingCm"] = [
+            float(regions[0].PhysicalDeltaX),
+            float(regions[0].PhysicalDeltaY),
+        ]
+    if "WaveformSequence" in ds:
+        header["Waveforms"] = [_group_summary(group) for group in ds.WaveformSequence]
+    redacted: dict[str, Any] = _redact(header, _phi_strings(ds))
+    return redacted
+
+
+def _group_summary(group: Dataset) -> dict[str, Any]:
+    channels = group.get("ChannelDefinitionSequence", [])
+    units = {
+        str(ch.ChannelSensitivityUnitsSequence[0].get("CodeValue", ""))
+        for ch in channels
+        if ch.get("ChannelSensitivityUnitsSequence")
+    }
+    return {
+        "MultiplexGroupLabel": str(group.get("MultiplexGroupLabel", "")),
+        "NumberOfWaveformChannels": _jsonable(group.get("NumberOfWaveformChannels")),
+        "NumberOfWaveformSamples": _jsonable(group.get("NumberOfWaveformSamples")),
+        "SamplingFrequency": _jsonable(group.get("SamplingFrequency")),
+        "WaveformBitsAllocated": _jsonable(group.get("WaveformBitsAllocated")),
+        "WaveformSampleInterpretation": str(group.get("WaveformSampleInterpretation", "")),
+        "ChannelNames": [lead_name(ch) for ch in channels],
+        "ChannelSensitivityUnits": sorted(units),
+    }
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+
+def read_dicom(
+    path: str | PathLike[str] | BinaryIO, *, uri: str | None = None
+) -> DicomEcg | EchoClip:
+    """Read an ECG waveform or an ultrasound image DICOM file, dispatching on SOP Class.
+
+    Args:
+        path: the file, or an open binary file (e.g. ``io.BytesIO`` of Spark's
+            ``binaryFile`` content).
+        uri: name to report in results and errors; defaults to ``str(path)``.
+
+    Returns:
+        :class:`DicomEcg` for 12-lead / general / ambulatory ECG waveforms, :class:`EchoClip`
+        for ultrasound (multi-frame) images.
+
+    Raises:
+        InputError: ``missing_file``, ``io_error``, ``not_dicom``, ``unsupported_sop_class``
+            or any reason of the ECG and echo readers.
+
+    Example:
+        >>> record = read_dicom("landing/echo/dicom/echo_0001.dcm")  # doctest: +SKIP
+        >>> record.frames_112.shape  # doctest: +SKIP
+        (120, 112, 112)
+    """
+    if uri is None and isinstance(path, str | PathLike):
+        uri = fspath(path)
+    elif uri is None:
+        uri = str(getattr(path, "name", "<stream>"))
+    with _quiet_pydicom() as caught:
+        ds = _dcmread(path, uri)
+        # A transfer cut short inside encapsulated pixel data makes pydicom drop the element
+        # with only a warning; remember it so "no pixel data" can be reported as truncation.
+        hit_eof = any("End of file" in str(w.message) for w in caught)
+        sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+        try:
+            if sop in ECG_SOP_CLASSES:
+                return _read_ecg(ds, uri)
+            if sop in US_SOP_CLASSES:
+                return _read_echo(ds, uri, hit_eof=hit_eof)
+        except InputError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            # pydicom raises these for malformed values deep inside element access; they
+            # are properties of the file, so they go to quarantine, not fail the task.
+            logger.warning("malformed header in %s: %s", uri, type(exc).__name__)
+            raise InputError("missing_attribute", _short(exc), uri) from exc
+    name = UID(sop).name if sop else "no SOP Class UID"
+    raise InputError("unsupported_sop_class", f"{sop or '-'} ({name})", uri)
+
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
+    """Collect pydicom's warnings and switch off its value validation while reading.
+
+    pydicom validates values lazily on access and logs offending values verbatim (e.g.
+    "Invalid value for VR DA: '<birth date>'"), which would put PHI into worker logs.
+    """
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
+
+
+def _dcmread(path: str | PathLike[str] | BinaryIO, uri: str) -> Dataset:
+    """Parse the file, mapping every failure to an :class:`InputError`."""
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError as exc:
+        raise InputError("missing_file", "file does not exist", uri) from exc
+    except InvalidDicomError as exc:
+        raise InputError("not_dicom", "no DICOM Part 10 preamble and prefix", uri) from exc
+    except OSError as exc:
+        raise InputError("io_error", type(exc).__name__, uri) from exc
+    except Exception as exc:  # any other parser failure: the bytes are not DICOM
+        raise InputError("not_dicom", _short(exc), uri) from exc
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise InputError("not_dicom", "file meta has no Transfer Syntax UID", uri)
+    return ds
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _number(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def _required_int(ds: Dataset, keyword: str, uri: str) -> int:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise InputError("missing_attribute", f"{keyword} is missing", uri)
+    return int(value)
+
+
+# --- ECG -----------------------------------------------------------------------------------
+
+
+def lead_name(channel: Dataset) -> str:
+    """Normalised lead name of a Channel Definition item (``"I"``, ``"aVF"``, ``"V6"``, ...).
+
+    Uses the SCP-ECG or MDC code when present, else the code meaning or Channel Label with
+    "Lead" and parenthetical remarks stripped (``"Lead I (Einthoven)"`` -> ``"I"``).
+    """
+    source = channel.get("ChannelSourceSequence")
+    item = source[0] if source else Dataset()
+    code = str(item.get("CodeValue", ""))
+    scheme = str(item.get("CodingSchemeDesignator", ""))
+    number: int | None = None
+    if scheme.startswith("SCPECG") and (m := re.fullmatch(r"5\.6\.3-9-(\d+)", code)):
+        number = int(m.group(1))
+    elif scheme == "MDC" and (m := re.fullmatch(r"2:(\d+)", code)):
+        number = int(m.group(1))
+    elif scheme == "MDC" and code.isdigit() and 131328 < int(code) < 131328 + 256:
+        number = int(code) - 131328
+    if number in _LEAD_NUMBERS:
+        return _LEAD_NUMBERS[number]
+    text = str(item.get("CodeMeaning", "") or channel.get("ChannelLabel", "") or code)
+    cleaned = re.sub(r"\(.*?\)", "", text)
+    cleaned = re.sub(r"(?i)^\s*(ecg\s+)?lead\s*", "", cleaned).strip()
+    return _TEXT_LEADS.get(cleaned.replace(" ", "").lower(), cleaned or text)
+
+
+def _pick_group(groups: Sequence[Dataset]) -> int:
+    """The rhythm strip: the group labelled RHYTHM, else the longest one."""
+    for i, group in enumerate(groups):
+        if str(group.get("MultiplexGroupLabel", "")).strip().upper() == "RHYTHM":
+            return i
+    return max(range(len(groups)), key=lambda i: int(groups[i].get("NumberOfWaveformSamples", 0)))
+
+
+def _channel_scale_mv(channel: Dataset, index: int, uri: str) -> tuple[float, float]:
+    """(multiplier, offset) turning stored counts of one channel into millivolts."""
+    sensitivity = _number(channel, "ChannelSensitivity")
+    if sensitivity is None:
+        raise InputError("missing_attribute", f"channel {index} has no sensitivity", uri)
+    correction = _number(channel, "ChannelSensitivityCorrectionFactor") or 1.0
+    baseline = _number(channel, "ChannelBaseline") or 0.0
+    units = channel.get("ChannelSensitivityUnitsSequence")
+    unit = str(units[0].get("CodeValue", "")) if units else ""
+    if unit not in _UNIT_TO_MV:
+        raise InputError("unsupported_waveform", f"channel {index} unit {unit!r}", uri)
+    # PS3.3 C.10.9.1.4: value = stored x sensitivity x correction, baseline in the same
+    # units (pydicom's waveform_array applies it identically).
+    return sensitivity * correction * _UNIT_TO_MV[unit], baseline * _UNIT_TO_MV[unit]
+
+
+def _read_ecg(ds: Dataset, uri: str) -> DicomEcg:
+    groups = ds.get("WaveformSequence")
+    if not groups:
+        raise InputError("missing_attribute", "no Waveform Sequence", uri)
+    group = groups[_pick_group(groups)]
+    n_channels = _required_int(group, "NumberOfWaveformChannels", uri)
+    n_samples = _required_int(group, "NumberOfWaveformSamples", uri)
+    bits = _required_int(group, "WaveformBitsAllocated", uri)
+    fs = _number(group, "SamplingFrequency")
+    if not fs or fs <= 0:
+        raise InputError("missing_attribute", "no positive SamplingFrequency", uri)
+    interpretation = str(group.get("WaveformSampleInterpretation", ""))
+    code = _WAVEFORM_DTYPES.get((bits, interpretation))
+    if code is None:
+        raise InputError("unsupported_waveform", f"{bits} bit {interpretation!r} samples", uri)
+    data = group.get("WaveformData")
+    expected = n_channels * n_samples * bits // 8
+    if data is None or len(data) < expected:
+        got = 0 if data is None else len(data)
+        raise InputError("truncated_signal", f"{got} of {expected} waveform bytes", uri)
+    if len(data) > expected + 1:  # one byte of even-length padding is legal
+        raise InputError(
+            "header_mismatch",
+            f"{len(data)} waveform bytes for {n_samples} samples x {n_channels} channels",
+            uri,
+        )
+    channels = group.get("ChannelDefinitionSequence", [])
+    if len(channels) != n_channels:
+        raise InputError(
+            "header_mismatch", f"{len(channels)} channel definitions, {n_channels} channels", uri
+        )
+    dtype = np.dtype(code)
+    if not ds.file_meta.TransferSyntaxUID.is_little_endian:
+        dtype = dtype.newbyteorder(">")
+    counts = np.frombuffer(data[:expected], dtype=dtype).reshape(n_samples, n_channels)
+    scales = np.array([_channel_scale_mv(ch, i, uri) for i, ch in enumerate(channels)])
+    signals = (counts * scales[:, 0] + scales[:, 1]).astype(np.float32)
+    names = tuple(lead_name(ch) for ch in channels)
+    if len(set(names)) != len(names):
+        raise InputError("header_mismatch", f"duplicate lead names {names}", uri)
+    if n_samples:
+        centred = np.abs(signals - np.median(signals, axis=0))
+        peak = float(np.percentile(centred, 99.5, axis=0).max())
+        if peak > MAX_PLAUSIBLE_MV:
+            raise InputError(
+                "implausible_amplitude", f"robust peak {peak:.0f} mV (gain error?)", uri
+            )
+    header = deidentified_header(ds)
+    header["SelectedWaveform"] = str(group.get("MultiplexGroupLabel", ""))
+    header["SamplingFrequency"] = fs
+    header["ChannelNames"] = list(names)
+    return DicomEcg(
+        uri=uri,
+        signals_mv=signals,
+        lead_names=names,
+        fs=fs,
+        acquisition_datetime=acquisition_datetime(ds),
+        synchronized=str(ds.get("AcquisitionTimeSynchronized", "")).upper() == "Y",
+        header=header,
+        mrn=patient_mrn(ds),
+    )
+
+
+# --- echo ----------------------------------------------------------------------------------
+
+
+def frame_times_s(ds: Dataset, n_frames: int, uri: str) -> tuple[np.ndarray, float]:
+    """Frame times (s from the first frame) and mean fps from the Cine module.
+
+    Follows Frame Increment Pointer: Frame Time Vector (0018,1065) holds per-frame
+    increments in ms (first entry 0) and is summed; Frame Time (0018,1063) gives ``k * T``.
+    Without either, Cine Rate or Recommended Display Frame Rate is used.
+
+    Raises:
+        InputError: ``nonmonotone_frame_times`` unless times strictly increase,
+            ``header_mismatch`` when the vector length differs from the frame count,
+            ``missing_frame_times`` for a multi-frame clip without timing.
+    """
+    pointer = ds.get("FrameIncrementPointer")
+    pointers = set(pointer) if isinstance(pointer, MultiValue) else {pointer}
+    vector = ds.get("FrameTimeVector")
+    frame_time = _number(ds, "FrameTime")
+    if vector is not None and (_FRAME_TIME_VECTOR in pointers or frame_time is None):
+        steps = np.atleast_1d(np.asarray(vector, dtype=np.float64))
+        if steps.size != n_frames:
+            raise InputError(
+                "header_mismatch", f"{steps.size} frame time steps for {n_frames} frames", uri
+            )
+        times_ms = np.cumsum(steps) - steps[0]
+        fps = (n_frames - 1) * 1000.0 / times_ms[-1] if n_frames > 1 and times_ms[-1] else 0.0
+    elif frame_time is not None:
+        times_ms = np.arange(n_frames) * frame_time
+        fps = 1000.0 / frame_time if frame_time else 0.0
+    else:
+        rate = _number(ds, "CineRate") or _number(ds, "RecommendedDisplayFrameRate")
+        if n_frames == 1 and not rate:
+            return np.zeros(1), math.nan
+        if not rate:
+            raise InputError("missing_frame_times", "no Frame Time, vector or Cine Rate", uri)
+        times_ms, fps = np.arange(n_frames) * 1000.0 / rate, rate
+    steps_ms = np.diff(times_ms)
+    if not np.all(np.isfinite(times_ms)) or np.any(steps_ms <= 0):
+        bad = int(np.sum(~(steps_ms > 0)))
+        raise InputError("nonmonotone_frame_times", f"{bad} non-increasing frame steps", uri)
+    return times_ms / 1000.0, float(fps)
+
+
+def to_grayscale(pixels: np.ndarray, photometric: str) -> np.ndarray:
+    """``(F, H, W[, 3])`` RGB or monochrome pixels to ``(F, H, W)`` uint8 luminance.
+
+    Colour becomes BT.601 luma (0.299 R + 0.587 G + 0.114 B), i.e. the Y of YBR_FULL;
+    MONOCHROME1 is inverted so that bright always means echogenic.
+    """
+    if pixels.ndim == 4:
+        n, h, w, _ = pixels.shape
+        flat = np.ascontiguousarray(pixels.reshape(n * h, w, 3))
+        if flat.dtype != np.uint8:
+            flat = _scale_to_uint8(flat)
+        return np.asarray(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY)).reshape(n, h, w)
+    gray = _scale_to_uint8(pixels)
+    return 255 - gray if photometric == "MONOCHROME1" else gray
+
+
+def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    values = pixels.astype(np.float64)
+    if np.issubdtype(pixels.dtype, np.signedinteger):
+        values -= np.iinfo(pixels.dtype).min
+    top = float(values.max()) if values.size else 0.0
+    bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
+    # Shift by the used bit depth rather than min-max stretch: brightness stays comparable
+    # between clips of one device.
+    return np.asarray(np.floor(values / 2 ** (bits - 8)), dtype=np.uint8)
+
+
+def resize_frames(frames: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
+    """Area-resize every ``(H, W)`` frame to ``(size, size)`` (whole image, no letterbox)."""
+    if frames.shape[1:] == (size, size):
+        return frames.copy()
+    return np.stack(
+        [cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames]
+    ).reshape(frames.shape[0], size, size)
+
+
+def _decode_frames(ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool) -> np.ndarray:
+    if "PixelData" not in ds:
+        if hit_eof:
+            raise InputError("pixel_data_truncated", "file ends inside Pixel Data", uri)
+        raise InputError("no_pixel_data", "image has no Pixel Data", uri)
+    syntax = ds.file_meta.TransferSyntaxUID
+    rows = _required_int(ds, "Rows", uri)
+    cols = _required_int(ds, "Columns", uri)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if not syntax.is_compressed:
+        bits = _required_int(ds, "BitsAllocated", uri)
+        expected = rows * cols * n_frames * spp * max(bits, 8) // 8
+        if len(ds.PixelData) < expected:
+            raise InputError(
+                "pixel_data_truncated", f"{len(ds.PixelData)} of {expected} pixel bytes", uri
+            )
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise InputError("decode_failed", f"no decoder for {syntax.name}", uri) from exc
+    try:
+        # raw=False: YBR_FULL/YBR_FULL_422 (and J2K's ICT/RCT) come back as RGB.
+        pixels, meta = decoder.as_array(ds)
+        photometric = str(meta.get("photometric_interpretation", ""))
+        spp = int(meta.get("samples_per_pixel", spp))
+        if photometric == "PALETTE COLOR":
+            pixels, photometric, spp = apply_color_lut(pixels, ds), "RGB", 3
+    except Exception as exc:  # codecs raise all kinds of errors on corrupt streams
+        raise InputError("decode_failed", _short(exc), uri) from exc
+    if pixels.ndim == (3 if spp == 3 else 2):  # a single frame comes without a frame axis
+        pixels = pixels[None]
+    frames = to_grayscale(pixels, photometric)
+    if frames.shape != (n_frames, rows, cols):
+        raise InputError(
+            "decode_failed", f"decoded {frames.shape}, header says {(n_frames, rows, cols)}", uri
+        )
+    return frames
+
+
+def _read_echo(ds: Dataset, uri: str, *, hit_eof: bool) -> EchoClip:
+    declared = ds.get("NumberOfFrames")
+    n_frames = 1 if declared is None or declared == "" else int(declared)
+    if n_frames < 1:
+        raise InputError("header_mismatch", f"NumberOfFrames {n_frames}", uri)
+    # Timing first: it is cheap, and a bad vector makes decoding pointless.
+    times, fps = frame_times_s(ds, n_frames, uri)
+    frames = _decode_frames(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
+    r_wave = ds.get("RWaveTimeVector")
+    r_wave_s = None
+    if r_wave is not None and r_wave != "":
+        r_wave_s = np.atleast_1d(np.asarray(r_wave, dtype=np.float64)) / 1000.0
+    return EchoClip(
+        uri=uri,
+        source_format="dicom",
+        frames=frames,
+        frames_112=resize_frames(frames),
+        frame_times_s=times,
+        fps=fps,
+        acquisition_datetime=acquisition_datetime(ds),
+        synchronized=str(ds.get("AcquisitionTimeSynchronized", "")).upper() == "Y",
+        header=deidentified_header(ds),
+        r_wave_times_s=r_wave_s,
+        mrn=patient_mrn(ds),
+    )

@@ -1,0 +1,1 @@
+"""Per-recording signal processing: R peaks, echo keyframes and ECG/echo alignment."""

@@ -1,0 +1,277 @@
+"""Lab results: LOINC catalogue, unit normalisation and plausibility limits, one row at a time.
+
+The row functions take one exported row (a mapping of column name to string, as a CSV reader
+or a Spark ``Row.asDict()`` yields) and return either a typed result or a :class:`RowError`
+with a stable reason code, so a Spark task can route every input to silver or to quarantine
+without raising. Nothing here needs pandas or Spark.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+#: Stable reason codes of rejected rows, shared by every tabular source (quarantine.reason).
+RowErrorReason = Literal[
+    "missing_patient",
+    "unknown_patient",  # set by the caller: the patient key is not in the patient index
+    "unknown_loinc",
+    "unknown_unit",
+    "unparseable_value",
+    "impossible_value",
+    "unparseable_time",
+    "missing_reader",
+    "unknown_triage",
+    "unparseable_finding",
+    "label_before_exam",
+]
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why one tabular row cannot be promoted to silver.
+
+    Attributes:
+        reason: a stable machine-readable code (see :data:`RowErrorReason`).
+        detail: a short human explanation; never contains names, birth dates or MRNs.
+        row_id: the row's own identifier (specimen, note or label id) when it has one.
+    """
+
+    reason: RowErrorReason
+    detail: str
+    row_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LabAnalyte:
+    """One analyte of the catalogue.
+
+    Attributes:
+        loinc: the LOINC code.
+        name: a display name.
+        unit: the canonical unit silver stores.
+        factors: accepted unit spellings (normalised by :func:`normalize_unit`) mapped to the
+            factor that multiplies a value in that unit into the canonical unit.
+        low: the lowest value possible in a living patient, canonical unit.
+        high: the highest value possible in a living patient, canonical unit.
+    """
+
+    loinc: str
+    name: str
+    unit: str
+    factors: Mapping[str, float]
+    low: float
+    high: float
+
+    def to_canonical(self, value: float, unit: str) -> float | None:
+        """The value in the canonical unit, or None when the unit is not accepted."""
+        factor = self.factors.get(normalize_unit(unit))
+        return None if factor is None else value * factor
+
+
+def normalize_unit(unit: str) -> str:
+    """A unit spelling reduced for lookup: no spaces, lower case, micro sign as ``u``."""
+    return unit.strip().replace("\u00b5", "u").replace("\u03bc", "u").replace(" ", "").lower()
+
+
+def _analyte(
+    loinc: str, name: str, unit: str, factors: dict[str, float], low: float, high: float
+) -> LabAnalyte:
+    table = {normalize_unit(k): v for k, v in factors.items()}
+    return LabAnalyte(loinc, name, unit, table, low, high)
+
+
+# Limits are what a living patient can show, not reference ranges: a value outside them is a
+# data error (wrong unit, typo, haemolysed sample), while abnormal-but-real values must pass.
+_CREATININE_UMOL_PER_MG_DL = 88.42
+_HB_G_DL_PER_MMOL_L = 1.6114  # Dutch/Scandinavian Hb (Fe) in mmol/L
+_NTPROBNP_PG_ML_PER_PMOL_L = 8.457  # molar mass of NT-proBNP (1-76), ~8.5 kDa
+
+#: The six analytes of the cohort, keyed by LOINC code. Plain dicts typed as read-only
+#: Mappings: a MappingProxyType would not pickle into Spark tasks.
+LAB_CATALOGUE: Mapping[str, LabAnalyte] = {
+    a.loinc: a
+    for a in (
+        _analyte(
+            "33762-6", "NT-proBNP", "pg/mL",
+            {"pg/mL": 1.0, "ng/L": 1.0, "pmol/L": _NTPROBNP_PG_ML_PER_PMOL_L},
+            1.0, 100_000.0,
+        ),
+        _analyte(
+            "67151-1", "Troponin T, high-sensitivity", "ng/L",
+            {"ng/L": 1.0, "pg/mL": 1.0, "ng/mL": 1000.0, "ug/L": 1000.0},
+            1.0, 100_000.0,
+        ),
+        _analyte(
+            "2160-0", "Creatinine", "mg/dL",
+            {
+                "mg/dL": 1.0,
+                "umol/L": 1.0 / _CREATININE_UMOL_PER_MG_DL,
+                "mmol/L": 1000.0 / _CREATININE_UMOL_PER_MG_DL,
+            },
+            0.1, 25.0,
+        ),
+        _analyte(
+            "2823-3", "Potassium", "mmol/L", {"mmol/L": 1.0, "mEq/L": 1.0}, 1.5, 10.0
+        ),
+        _analyte(
+            "718-7", "Hemoglobin", "g/dL",
+            {"g/dL": 1.0, "g/L": 0.1, "mmol/L": _HB_G_DL_PER_MMOL_L},
+            2.0, 25.0,
+        ),
+        _analyte(
+            "2951-2", "Sodium", "mmol/L", {"mmol/L": 1.0, "mEq/L": 1.0}, 100.0, 180.0
+        ),
+    )
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """One lab value in its canonical unit, as the silver ``labs`` table stores it.
+
+    Attributes:
+        specimen_id: the exporting system's result id (empty when the export has none).
+        loinc: the LOINC code.
+        analyte: the catalogue's display name.
+        value: the value in the canonical unit.
+        unit: the canonical unit.
+        draw_time: when the specimen was drawn (naive; aware inputs are converted to UTC).
+        original_value: the value as reported, kept for audit.
+        original_unit: the unit as reported, kept for audit.
+    """
+
+    specimen_id: str
+    loinc: str
+    analyte: str
+    value: float
+    unit: str
+    draw_time: datetime
+    original_value: float
+    original_unit: str
+
+
+_TIME_FORMATS = (
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%Y%m%d%H%M%S",
+)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """A timestamp from an export field, or None when it cannot be read.
+
+    ISO 8601 (with or without ``T``, seconds or offset) is the norm; a few site formats are
+    accepted too. Aware times are converted to naive UTC so one column never mixes both.
+
+    Args:
+        value: a string, or a ``datetime`` already parsed upstream.
+
+    Returns:
+        A naive datetime, or None.
+    """
+    if isinstance(value, datetime):
+        parsed: datetime | None = value
+    else:
+        text = str(value).strip() if value is not None else ""
+        parsed = None
+        if text:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                for fmt in _TIME_FORMATS:
+                    try:
+                        parsed = datetime.strptime(text, fmt)
+                        break
+                    except ValueError:
+                        continue
+    if parsed is not None and parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite float from an export field, or None (blank, text, censored ``<5``, NaN)."""
+    if isinstance(value, bool):  # bool is an int subclass, never a lab value
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip() if value is not None else ""
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    return number if math.isfinite(number) else None
+
+
+def text_field(row: Mapping[str, Any], name: str) -> str:
+    """A field as stripped text; missing and None become the empty string."""
+    value = row.get(name)
+    return "" if value is None else str(value).strip()
+
+
+def normalize_lab(
+    row: Mapping[str, Any], *, catalogue: Mapping[str, LabAnalyte] = LAB_CATALOGUE
+) -> LabResult | RowError:
+    """Validate one exported lab row and convert its value to the canonical unit.
+
+    Args:
+        row: one row with ``mrn``, ``loinc``, ``value``, ``unit``, ``draw_time`` and
+            optionally ``specimen_id`` (extra columns are ignored).
+        catalogue: the analytes accepted, keyed by LOINC code.
+
+    Returns:
+        The normalised result, or a :class:`RowError` whose reason is one of
+        ``missing_patient``, ``unknown_loinc``, ``unparseable_value``, ``unknown_unit``,
+        ``impossible_value`` or ``unparseable_time``.
+
+    Example:
+        >>> r = normalize_lab({"mrn": "1", "loinc": "2160-0", "value": "88.42",
+        ...                    "unit": "umol/L", "draw_time": "2024-01-02T08:00:00"})
+        >>> round(r.value, 3), r.unit
+        (1.0, 'mg/dL')
+    """
+    row_id = text_field(row, "specimen_id") or None
+    if not text_field(row, "mrn"):
+        return RowError("missing_patient", "no MRN on the lab row", row_id)
+    loinc = text_field(row, "loinc")
+    analyte = catalogue.get(loinc)
+    if analyte is None:
+        return RowError("unknown_loinc", f"LOINC {loinc!r} is not in the catalogue", row_id)
+    value = parse_number(row.get("value"))
+    if value is None:
+        return RowError(
+            "unparseable_value", f"{analyte.name} value {row.get('value')!r} is no number", row_id
+        )
+    unit = text_field(row, "unit")
+    canonical = analyte.to_canonical(value, unit)
+    if canonical is None:
+        return RowError("unknown_unit", f"{analyte.name} unit {unit!r} is not accepted", row_id)
+    if not analyte.low <= canonical <= analyte.high:
+        return RowError(
+            "impossible_value",
+            f"{analyte.name} {canonical:g} {analyte.unit} outside the possible range "
+            f"{analyte.low:g}-{analyte.high:g} {analyte.unit}",
+            row_id,
+        )
+    draw_time = parse_timestamp(row.get("draw_time"))
+    if draw_time is None:
+        return RowError(
+            "unparseable_time", f"draw time {row.get('draw_time')!r} cannot be read", row_id
+        )
+    return LabResult(
+        specimen_id=row_id or "",
+        loinc=loinc,
+        analyte=analyte.name,
+        value=canonical,
+        unit=analyte.unit,
+        draw_time=draw_time,
+        original_value=value,
+        original_unit=unit,
+    )
