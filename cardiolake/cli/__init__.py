@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cardiolake.cli.cohort import app as cohort_app
+from cardiolake.cli.ecg import app as ecg_app
 from cardiolake.logs import configure_logging
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(cohort_app, name="cohort")
+app.add_typer(ecg_app, name="ecg")
 
 
 @app.callback()

@@ -113,7 +113,7 @@ def add_corrupt_corpus(settings: CohortSettings, out_dir: Path) -> int:
                 data = dst.with_suffix(".dat").read_bytes()
                 dst.with_suffix(".dat").write_bytes(data[: len(data) * 2 // 5])
             elif defect == "sample_count_mismatch":
-                _copy_wfdb(src, dst, sample_factor=1.5)
+                _copy_wfdb(src, dst, sample_factor=0.5)  # the .dat holds twice what it says
             else:
                 _copy_wfdb(src, dst, gain="1")  # 1 adu/mV: every amplitude 1000x too large
             rows.append(_row(dst.with_suffix(".hea"), out_dir, "", defect, src.with_suffix(".hea")))

@@ -210,20 +210,40 @@ def _refine(curve: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _alternate(ed: np.ndarray, es: np.ndarray, curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep ED and ES strictly alternating: of two same-kind neighbours keep the stronger."""
-    events = sorted([(int(i), 1) for i in ed] + [(int(i), -1) for i in es])
-    kept: list[tuple[int, int]] = []
-    for i, kind in events:
-        if kept and kept[-1][1] == kind:
-            j = kept[-1][0]
-            if kind * curve[i] > kind * curve[j]:
-                kept[-1] = (i, kind)
-            continue
-        kept.append((i, kind))
-    ed_out = np.array([i for i, k in kept if k == 1], dtype=np.int64)
-    es_out = np.array([i for i, k in kept if k == -1], dtype=np.int64)
-    return ed_out, es_out
+def _turning_points(curve: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Alternating maxima and minima that each stand ``delta`` above/below their neighbours.
+
+    A hysteresis (zig-zag) walk: a running maximum is confirmed once the curve has fallen
+    ``delta`` below it, then a running minimum once it has risen ``delta`` above that, and
+    so on. Wiggles smaller than ``delta`` never confirm, so speckle noise on a plateau does
+    not split one extremum into two. At the clip ends only the inner flank can be complete,
+    so there an extremum needs a third of ``delta`` on its cut-off side.
+    """
+    maxima: list[int] = []
+    minima: list[int] = []
+    edge = delta / 3.0
+    hi_i = lo_i = 0
+    trend = 0  # +1 rising (tracking a maximum), -1 falling (tracking a minimum), 0 unknown
+    for i in range(1, curve.size):
+        v = curve[i]
+        if trend >= 0 and v > curve[hi_i]:
+            hi_i = i
+        if trend <= 0 and v < curve[lo_i]:
+            lo_i = i
+        if trend >= 0 and curve[hi_i] - v >= delta:
+            if trend == 1 or curve[hi_i] - curve[: hi_i + 1].min() >= edge:
+                maxima.append(hi_i)
+            trend, lo_i = -1, i
+        elif trend <= 0 and v - curve[lo_i] >= delta:
+            if trend == -1 or curve[: lo_i + 1].max() - curve[lo_i] >= edge:
+                minima.append(lo_i)
+            trend, hi_i = 1, i
+    last = curve.size - 1
+    if trend == 1 and curve[hi_i] - curve[last] >= edge:
+        maxima.append(hi_i)
+    elif trend == -1 and curve[last] - curve[lo_i] >= edge:
+        minima.append(lo_i)
+    return np.asarray(maxima, dtype=np.int64), np.asarray(minima, dtype=np.int64)
 
 
 def detect_keyframes(
@@ -258,13 +278,8 @@ def detect_keyframes(
     window = min(window, area.size - (1 - area.size % 2))
     smooth = signal.savgol_filter(area, window, polyorder=2, mode="interp")
     cycle = _dominant_cycle(smooth, fps, settings)
-    distance = settings.min_distance_cycles * (cycle if np.isfinite(cycle) else 0.6)
     lo, hi = np.percentile(smooth, [5, 95])
-    prominence = settings.min_prominence * max(hi - lo, 1e-9)
-    kwargs = {"distance": max(int(distance * fps), 1), "prominence": prominence}
-    ed, _ = signal.find_peaks(smooth, **kwargs)
-    es, _ = signal.find_peaks(-smooth, **kwargs)
-    ed, es = _alternate(ed, es, smooth)
+    ed, es = _turning_points(smooth, settings.min_prominence * max(hi - lo, 1e-9))
     edge = settings.edge_frames
     ed = ed[(ed >= edge) & (ed < area.size - edge)]
     es = es[(es >= edge) & (es < area.size - edge)]

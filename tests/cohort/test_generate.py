@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +101,13 @@ def test_corrupt_corpus_lists_every_defect_and_each_is_really_broken(tiny_cohort
     mrns = set(pd.read_csv(tiny_cohort / "patients.csv", dtype=str)["mrn"])
     for row in corrupt.itertuples():
         path = tiny_cohort / row.path
-        if row.defect in {"truncated_dat", "sample_count_mismatch"}:
+        if row.defect == "truncated_dat":
             with pytest.raises(Exception):  # noqa: B017 - wfdb raises several types
                 wfdb.rdrecord(str(path.with_suffix("")))
+        elif row.defect == "sample_count_mismatch":
+            header = wfdb.rdheader(str(path.with_suffix("")))
+            held = path.with_suffix(".dat").stat().st_size // (2 * header.n_sig)
+            assert held == 2 * header.sig_len
         elif row.defect == "wrong_gain":
             assert np.abs(wfdb.rdrecord(str(path.with_suffix(""))).p_signal).max() > 50  # mV
         elif row.defect == "not_dicom":
@@ -164,3 +170,48 @@ def test_plot_shows_no_identifiers(tiny_cohort: Path, tmp_path: Path) -> None:
     finally:
         plt.Figure.suptitle = original  # type: ignore[method-assign]
     assert captured and row["mrn"] not in captured[0] and row["patient_id"] in captured[0]
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed (dicom3tools)")
+def test_every_generated_dicom_passes_dciodvfy(tiny_cohort: Path) -> None:
+    corrupt = set(pd.read_csv(tiny_cohort / "truth" / "corrupt.csv")["path"])
+    checked = 0
+    for path in sorted(tiny_cohort.rglob("*.dcm")):
+        if path.relative_to(tiny_cohort).as_posix() in corrupt:
+            continue
+        out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == [], f"{path.name}: {errors}"
+        checked += 1
+    assert checked >= 10
+
+
+def test_every_cli_command_has_help() -> None:
+    from typer.testing import CliRunner
+
+    from cardiolake.cli import app
+
+    runner = CliRunner()
+    for args in (
+        ["--help"],
+        ["cohort", "--help"],
+        *(["cohort", c, "--help"] for c in ("generate", "describe", "plot")),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "Usage" in result.output
+
+
+def test_cli_generate_dry_run_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cardiolake.cli import app
+
+    config = tmp_path / "c.yaml"
+    config.write_text("cohort:\n  patients: 3\n  seed: 4\n")
+    result = CliRunner().invoke(
+        app,
+        ["cohort", "generate", "--out", str(tmp_path / "x"), "--config", str(config), "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "patients=3" in result.output and not (tmp_path / "x").exists()

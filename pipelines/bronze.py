@@ -1,0 +1,312 @@
+"""Bronze: one row per source file or record, or one quarantine row saying why not.
+
+Files are hashed and fully decoded inside Spark tasks (a file that cannot be decoded is
+quarantined here, so every later stage can trust bronze); the tables keep the URI, SHA-256,
+size, format, parsed de-identified header and ingest time. Tabular exports (labs, notes,
+labels) are read by Spark's CSV reader, one bronze row per CSV row.
+
+Idempotence: files whose (URI, SHA-256) bronze or quarantine already holds are skipped; rows
+are merged on their content key, so a re-run adds nothing and a run with new files adds
+only those. The same bytes under a second name are quarantined as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StringType, StructField, StructType
+
+from cardiolake import lake, tables
+from cardiolake.pseudonym import patient_key
+from pipelines import schemas
+from pipelines.ecg_source import read_ecg_source
+from pipelines.landing import LandingInventory, SourceFile
+from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
+from pipelines.readers import EchoClip, InputError, load_echonet_index, read_dicom, read_echonet_avi
+from pipelines.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+#: Output of the per-file task: a bronze row of either table, or a quarantine row.
+_FILE_FIELDS = [f for f in schemas.ECG_RAW.fields if f.name not in {"run_id", "ingest_time"}]
+_FILE_FIELDS += [
+    f for f in schemas.ECHO_RAW.fields
+    if f.name not in {x.name for x in _FILE_FIELDS} | {"run_id", "ingest_time"}
+]  # fmt: skip
+FILE_TASK_OUTPUT = StructType(
+    [StructField("target", StringType()), *_FILE_FIELDS,
+     StructField("reason", StringType()), StructField("detail", StringType())]
+)  # fmt: skip
+_TASK_INPUT = StructType(
+    [StructField("uri", StringType()), StructField("format", StringType()),
+     StructField("companions", StringType()), StructField("context", StringType())]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _TaskConfig:
+    secret: str
+    max_abs_mv: float
+    seen: frozenset[tuple[str, str]]  # (uri, sha256) already in bronze or quarantine
+
+
+def _sha256_of(paths: list[str]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return digest.hexdigest(), size
+
+
+def _key(mrn: str | None, secret: str) -> str | None:
+    return patient_key(mrn, secret) if mrn and mrn.strip() else None
+
+
+def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
+    """Hash and decode one source file; return its bronze or quarantine row (never raises)."""
+    uri, fmt = task["uri"], task["format"]
+    context = json.loads(task["context"] or "{}")
+    companions = json.loads(task["companions"] or "[]")
+    row: dict[str, Any] = {"source_uri": uri, "format": fmt}
+    try:
+        try:
+            sha, size = _sha256_of([uri, *[c for c in companions if Path(c).exists()]])
+        except OSError as exc:
+            raise InputError("missing_file", str(exc.strerror), uri=uri) from exc
+        row.update(sha256=sha, record_key=sha, size_bytes=size)
+        if (uri, sha) in config.seen:
+            return {**row, "target": "skip"}
+        if fmt == "unknown":
+            raise InputError("unknown_format", "no reader for this kind of file", uri=uri)
+        if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
+            ecg = read_ecg_source(uri, fmt, context=context, max_abs_mv=config.max_abs_mv)
+            row.update(
+                target="ecg_raw", format=ecg.format, device_kind=ecg.device_kind,
+                patient_key=_key(ecg.mrn, config.secret), acquisition_time=ecg.acquisition_datetime,
+                fs=float(ecg.fs), n_samples=int(ecg.signals_mv.shape[0]),
+                lead_names=list(ecg.lead_names), header_fields=ecg.header_fields,
+                header_json=json.dumps(ecg.header, sort_keys=True, default=str),
+            )  # fmt: skip
+            return row
+        clip = _read_echo(uri, fmt, context)
+        row.update(
+            target="echo_raw", format=clip.source_format,
+            patient_key=_key(clip.mrn, config.secret), acquisition_time=clip.acquisition_datetime,
+            n_frames=int(clip.frames.shape[0]), height=int(clip.frames.shape[1]),
+            width=int(clip.frames.shape[2]), fps=float(clip.fps), synchronized=clip.synchronized,
+            has_r_wave_vector=clip.r_wave_times_s is not None,
+            header_fields={k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))},
+            header_json=json.dumps(clip.header, sort_keys=True, default=str),
+        )  # fmt: skip
+        return row
+    except InputError as exc:
+        return {**row, "target": "quarantine", "reason": exc.reason, "detail": str(exc)[:500]}
+    except Exception as exc:  # noqa: BLE001 - a reader bug must not stop the batch
+        detail = f"{uri}: {type(exc).__name__}: {exc}"[:500]
+        return {**row, "target": "quarantine", "reason": "unreadable", "detail": detail}
+
+
+def _dicom_is_ecg(uri: str) -> bool:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(uri, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - read_dicom gives the precise reason later
+        return False
+    return "1.2.840.10008.5.1.4.1.1.9." in str(ds.get("SOPClassUID", ""))
+
+
+def _read_echo(uri: str, fmt: str, context: dict[str, Any]) -> EchoClip:
+    if fmt == "echonet_avi":
+        index = _echonet_index(context["echonet_root"])
+        return read_echonet_avi(uri, index.get(Path(uri).stem))
+    result = read_dicom(uri)
+    if not isinstance(result, EchoClip):
+        raise InputError("unsupported_sop_class", "expected an echo", uri=uri)
+    return result
+
+
+_ECHONET_CACHE: dict[str, dict[str, Any]] = {}
+
+
+def _echonet_index(root: str) -> dict[str, Any]:
+    # one index read per Python worker, not per video
+    if root not in _ECHONET_CACHE:
+        _ECHONET_CACHE[root] = load_echonet_index(Path(root))
+    return _ECHONET_CACHE[root]
+
+
+def _file_tasks(config: _TaskConfig) -> Any:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        schema = _arrow_output_schema()
+        for batch in batches:
+            rows = [parse_file(task, config) for task in batch.to_pylist()]
+            for r in rows:
+                if r.get("acquisition_time") is not None:
+                    r["acquisition_time"] = r["acquisition_time"].replace(tzinfo=UTC)
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    return run
+
+
+def _arrow_output_schema() -> pa.Schema:
+    return to_arrow_schema(FILE_TASK_OUTPUT, timezone="UTC")
+
+
+def _task_frame(spark: SparkSession, inventory: LandingInventory, slices: int) -> DataFrame:
+    echonet_roots = {
+        str(p.parent): str(p.parent) for p in inventory.indexes.get("echonet_filelist", [])
+    }
+    ptbxl = _ptbxl_context(inventory)
+    rows = []
+    for src in [*inventory.records, *inventory.unknown]:
+        if src.format in {"labs_csv", "notes_csv", "labels_csv"}:
+            continue
+        context: dict[str, Any] = {}
+        if src.format == "echonet_avi":
+            root = str(Path(src.uri).parent.parent)
+            context["echonet_root"] = echonet_roots.get(root, root)
+        elif src.format == "wfdb":
+            context.update(ptbxl.get(str(Path(src.uri).with_suffix("")), {}))
+        rows.append((src.uri, src.format, json.dumps(list(src.companions)), json.dumps(context)))
+    return spark.createDataFrame(rows, _TASK_INPUT).repartition(max(1, min(slices, len(rows) or 1)))
+
+
+def _ptbxl_context(inventory: LandingInventory) -> dict[str, dict[str, Any]]:
+    """PTB-XL-style index rows keyed by record path: the MRN, device and recording time."""
+    import csv
+
+    out: dict[str, dict[str, Any]] = {}
+    for index in inventory.indexes.get("ptbxl_index", []):
+        with index.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                stem = (index.parent / row["filename_hr"]).resolve()
+                out[str(stem)] = {
+                    "mrn": row.get("patient_id"),
+                    "device": row.get("device"),
+                    "recording_date": row.get("recording_date"),
+                }
+    return out
+
+
+def _seen_files(spark: SparkSession, settings: IngestSettings) -> frozenset[tuple[str, str]]:
+    seen: set[tuple[str, str]] = set()
+    for table in (tables.ECG_RAW, tables.ECHO_RAW, tables.QUARANTINE):
+        if lake.table_exists(table, lake_root=settings.lake_root):
+            df = lake.read_table(spark, table, lake_root=settings.lake_root)
+            if table == tables.QUARANTINE:
+                df = df.where(F.col("stage") == "bronze").where(F.col("sha256").isNotNull())
+            seen.update((r[0], r[1]) for r in df.select("source_uri", "sha256").collect())
+    return frozenset(seen)
+
+
+@dataclass
+class BronzeResult:
+    """Counts of one bronze run."""
+
+    files_seen: int
+    skipped: int
+    rows_added: dict[str, int]
+    quarantined: dict[str, int]
+
+
+def ingest_files(
+    spark: SparkSession,
+    inventory: LandingInventory,
+    settings: IngestSettings,
+    *,
+    run_id: str,
+    now: datetime,
+) -> BronzeResult:
+    """Hash, decode and land every record file of the inventory into ``ecg_raw``/``echo_raw``.
+
+    Args:
+        spark: the session.
+        inventory: the landing zone's files (from :func:`pipelines.landing.scan_landing`).
+        settings: ingestion settings.
+        run_id: identifier of this run, stored on every row.
+        now: the run's timestamp (ingest time).
+
+    Returns:
+        Counts of rows added per table and quarantined per reason.
+    """
+    config = _TaskConfig(
+        settings.pseudonym_secret, settings.max_abs_mv, _seen_files(spark, settings)
+    )
+    tasks = _task_frame(spark, inventory, settings.task_slices)
+    parsed = tasks.mapInArrow(_file_tasks(config), FILE_TASK_OUTPUT).persist()
+    try:
+        counts = {r["target"]: r["count"] for r in parsed.groupBy("target").count().collect()}
+        good = parsed.where(F.col("target").isin("ecg_raw", "echo_raw"))
+        # the same bytes under another name: keep the first URI, quarantine the others
+        first = Window.partitionBy("sha256").orderBy("source_uri")
+        ranked = good.withColumn("_rank", F.row_number().over(first))
+        known = _known_shas(spark, settings)
+        dup_cond = (
+            (F.col("_rank") > 1) | F.col("sha256").isin(known) if known else F.col("_rank") > 1
+        )
+        duplicates = ranked.where(dup_cond)
+        keepers = ranked.where(~dup_cond).drop("_rank")
+        stamp = {"run_id": F.lit(run_id), "ingest_time": F.lit(now)}
+        added: dict[str, int] = {}
+        for target, table, schema in (
+            ("ecg_raw", tables.ECG_RAW, schemas.ECG_RAW),
+            ("echo_raw", tables.ECHO_RAW, schemas.ECHO_RAW),
+        ):
+            rows = keepers.where(F.col("target") == target).withColumns(stamp)
+            rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+            added[table.name] = _merge_count(rows, table, settings, keys=["record_key"])
+        bad = parsed.where(F.col("target") == "quarantine").select(
+            "source_uri", "sha256", "reason", "detail", F.lit(None).cast("string").alias("row_id"),
+            F.col("format").alias("input_kind"),
+        )  # fmt: skip
+        dups = duplicates.select(
+            "source_uri", "sha256", F.lit("duplicate_content").alias("reason"),
+            F.concat(F.lit("same SHA-256 as an earlier file: "), F.col("sha256")).alias("detail"),
+            F.lit(None).cast("string").alias("row_id"), F.col("format").alias("input_kind"),
+        )  # fmt: skip
+        quarantined = write_quarantine(
+            quarantine_rows(bad.unionByName(dups), stage="bronze", run_id=run_id, now=now),
+            settings.lake_root,
+        )
+        return BronzeResult(
+            files_seen=sum(counts.values()),
+            skipped=counts.get("skip", 0),
+            rows_added=added,
+            quarantined=quarantined,
+        )
+    finally:
+        parsed.unpersist()
+
+
+def _known_shas(spark: SparkSession, settings: IngestSettings) -> list[str]:
+    shas: list[str] = []
+    for table in (tables.ECG_RAW, tables.ECHO_RAW):
+        if lake.table_exists(table, lake_root=settings.lake_root):
+            df = lake.read_table(spark, table, lake_root=settings.lake_root)
+            shas += [r[0] for r in df.select("sha256").collect()]
+    return shas
+
+
+def _merge_count(
+    df: DataFrame, table: tables.Table, settings: IngestSettings, *, keys: list[str]
+) -> int:
+    return merge_new(df, table, settings.lake_root, keys=keys)
+
+
+def source_files(inventory: LandingInventory, kind: str) -> list[SourceFile]:
+    """The inventory's tabular sources of one kind (``labs_csv``, ``notes_csv``, ``labels_csv``)."""
+    return inventory.by_format(kind)  # type: ignore[arg-type]

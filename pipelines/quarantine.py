@@ -1,0 +1,82 @@
+"""The quarantine table: every input that failed, with its stage, reason and detail.
+
+Rows are keyed by a hash of (stage, URI, SHA-256, row id, reason), so re-running a job on the
+same bad inputs adds nothing. Nothing in a quarantine row identifies a patient: details come
+from readers that name the file and the problem, never header values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from cardiolake import lake, tables
+from pipelines import schemas
+
+
+def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) -> DataFrame:
+    """Shape failed inputs as quarantine rows.
+
+    Args:
+        df: rows with ``source_uri``, ``sha256``, ``row_id``, ``input_kind``, ``reason``, ``detail``.
+        stage: the stage that rejected them (``bronze``, ``silver_labs``, ...).
+        run_id: this run's id.
+        now: the run's timestamp.
+
+    Returns:
+        A DataFrame with the quarantine schema.
+    """
+    key = F.sha2(
+        F.concat_ws(
+            "|", F.lit(stage), F.col("source_uri"), F.coalesce(F.col("sha256"), F.lit("")),
+            F.coalesce(F.col("row_id"), F.lit("")), F.col("reason"),
+        ),
+        256,
+    )  # fmt: skip
+    out = df.withColumns(
+        {
+            "quarantine_key": key,
+            "stage": F.lit(stage),
+            "run_id": F.lit(run_id),
+            "quarantined_at": F.lit(now),
+        }
+    )
+    return out.select(*[F.col(f.name).cast(f.dataType) for f in schemas.QUARANTINE.fields])
+
+
+def write_quarantine(df: DataFrame, lake_root: Path) -> dict[str, int]:
+    """Merge quarantine rows (new keys only); return the rows added per reason."""
+    counts = {r["reason"]: int(r["count"]) for r in df.groupBy("reason").count().collect()}
+    if not counts:
+        return {}
+    before = _reason_counts(lake_root)
+    lake.merge_table(df, tables.QUARANTINE, lake_root=lake_root, keys=["quarantine_key"])
+    after = _reason_counts(lake_root)
+    return {
+        r: after.get(r, 0) - before.get(r, 0) for r in counts if after.get(r, 0) > before.get(r, 0)
+    }
+
+
+def _reason_counts(lake_root: Path) -> dict[str, int]:
+    if not lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
+        return {}
+    frame = lake.read_pandas(tables.QUARANTINE, lake_root=lake_root, columns=["reason"])
+    return {str(k): int(v) for k, v in frame["reason"].value_counts().items()}
+
+
+def row_count(table: tables.Table, lake_root: Path) -> int:
+    """Rows in a Delta table's current version (0 when it does not exist yet)."""
+    if not lake.table_exists(table, lake_root=lake_root):
+        return 0
+    return int(DeltaTable(str(table.path(lake_root))).to_pyarrow_dataset().count_rows())
+
+
+def merge_new(df: DataFrame, table: tables.Table, lake_root: Path, *, keys: list[str]) -> int:
+    """Insert the rows whose keys the table lacks; return how many it gained."""
+    before = row_count(table, lake_root)
+    lake.merge_table(df, table, lake_root=lake_root, keys=keys)
+    return row_count(table, lake_root) - before

@@ -1,0 +1,204 @@
+"""Spark schemas of the bronze, silver, gold and quarantine tables.
+
+Later stages import these (and the table names in :mod:`cardiolake.tables`), never the jobs.
+Signal arrays are ``array<float>`` (Arrow ``list<float32>``) so Petastorm reads them fast;
+echo frames are one ``binary`` of ``n_frames x size x size`` uint8 pixels.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DataType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
+
+
+def _struct(*fields: tuple[str, DataType]) -> StructType:
+    return StructType([StructField(name, dtype, nullable=True) for name, dtype in fields])
+
+
+def lead_column(lead: str) -> str:
+    """Silver column holding one standard lead (``lead_I`` ... ``lead_V6``)."""
+    return f"lead_{lead}"
+
+
+_S, _L, _D, _I, _B, _T = (
+    StringType(),
+    LongType(),
+    DoubleType(),
+    IntegerType(),
+    BooleanType(),
+    TimestampType(),
+)
+_FLOATS = ArrayType(FloatType())
+
+QUARANTINE = _struct(
+    ("quarantine_key", _S),  # sha256(stage | uri | sha256 | row_id | reason): re-runs add nothing
+    ("stage", _S),
+    ("input_kind", _S),
+    ("source_uri", _S),
+    ("sha256", _S),
+    ("row_id", _S),
+    ("reason", _S),
+    ("detail", _S),
+    ("run_id", _S),
+    ("quarantined_at", _T),
+)
+
+_FILE_COMMON = (
+    ("record_key", _S),  # the content's SHA-256: the same bytes are one record
+    ("source_uri", _S),
+    ("sha256", _S),
+    ("size_bytes", _L),
+    ("format", _S),
+    ("patient_key", _S),
+    ("acquisition_time", _T),  # on the acquiring device's clock
+    ("header_fields", MapType(_S, _S)),
+    ("header_json", _S),
+)
+
+ECG_RAW = _struct(
+    *_FILE_COMMON,
+    ("device_kind", _S),
+    ("fs", _D),
+    ("n_samples", _L),
+    ("lead_names", ArrayType(_S)),
+    ("run_id", _S),
+    ("ingest_time", _T),
+)
+
+ECHO_RAW = _struct(
+    *_FILE_COMMON,
+    ("n_frames", _I),
+    ("height", _I),
+    ("width", _I),
+    ("fps", _D),
+    ("synchronized", _B),
+    ("has_r_wave_vector", _B),
+    ("run_id", _S),
+    ("ingest_time", _T),
+)
+
+LABS_RAW = _struct(
+    ("record_key", _S), ("source_uri", _S), ("specimen_id", _S), ("patient_key", _S),
+    ("loinc", _S), ("test_name", _S), ("value", _S), ("unit", _S), ("draw_time", _S),
+    ("run_id", _S), ("ingest_time", _T),
+)  # fmt: skip
+
+NOTES_RAW = _struct(
+    ("record_key", _S),
+    ("source_uri", _S),
+    ("note_id", _S),
+    ("patient_key", _S),
+    ("note_time", _S),
+    ("author", _S),
+    ("text_sha256", _S),
+    ("text_chars", _I),
+    ("run_id", _S),
+    ("ingest_time", _T),
+)  # fmt: skip  -- no note text in bronze: raw notes carry identifiers
+
+LABELS_RAW = _struct(
+    ("record_key", _S), ("source_uri", _S), ("label_id", _S), ("patient_key", _S),
+    ("exam_time", _S), ("label_time", _S), ("reader", _S), ("triage", _S),
+    *((f, _S) for f in FINDINGS),
+    ("run_id", _S), ("ingest_time", _T),
+)  # fmt: skip
+
+ECG = _struct(
+    ("record_key", _S),
+    ("patient_key", _S),
+    ("source_uri", _S),
+    ("device_kind", _S),
+    ("acquisition_time", _T),
+    ("fs", _I),  # the canonical rate
+    ("source_fs", _D),
+    ("n_samples", _I),
+    ("duration_s", _D),
+    ("leads", ArrayType(_S)),  # standard leads present, in STANDARD_LEADS order
+    *((lead_column(lead), _FLOATS) for lead in STANDARD_LEADS),
+    ("quality_flags", ArrayType(_S)),
+    ("rpeaks", ArrayType(_I)),  # sample indices at the canonical rate
+    ("heart_rate_bpm", _D),
+    ("run_id", _S),
+)
+
+ECHO = _struct(
+    ("record_key", _S),
+    ("patient_key", _S),
+    ("source_uri", _S),
+    ("source_format", _S),
+    ("acquisition_time", _T),
+    ("view", _S),
+    ("n_frames", _I),
+    ("size", _I),
+    ("frames", BinaryType()),  # n_frames x size x size uint8, row-major
+    ("frame_times_s", ArrayType(_D)),
+    ("fps", _D),
+    ("lv_area", _FLOATS),  # LV cavity area per frame (pixels at size x size)
+    ("ed_frames", ArrayType(_I)),
+    ("es_frames", ArrayType(_I)),
+    ("r_wave_times_s", ArrayType(_D)),  # (0018,6060) when present
+    ("synchronized", _B),
+    ("run_id", _S),
+)
+
+LABS = _struct(
+    ("record_key", _S), ("patient_key", _S), ("specimen_id", _S), ("loinc", _S),
+    ("analyte", _S), ("value", _D), ("unit", _S), ("original_value", _S),
+    ("original_unit", _S), ("draw_time", _T), ("run_id", _S),
+)  # fmt: skip
+
+NOTES = _struct(
+    ("record_key", _S), ("patient_key", _S), ("note_id", _S), ("note_time", _T),
+    ("author", _S), ("text", _S), ("run_id", _S),
+)  # fmt: skip
+
+LABELS = _struct(
+    ("exam_key", _S),  # sha256(patient_key | exam_time)
+    ("patient_key", _S),
+    ("exam_time", _T),
+    ("label_time", _T),
+    ("triage_urgent", _B),
+    *((f, _B) for f in FINDINGS),
+    ("n_readers", _I),
+    ("readers", ArrayType(_S)),
+    ("reader_triage_urgent", ArrayType(_B)),
+    ("agreement", _D),
+    ("adjudicated", _B),
+    ("needs_adjudication", _B),
+    ("vote_keys", ArrayType(_S)),  # bronze record keys this label was resolved from
+    ("run_id", _S),
+)
+
+ALIGNMENT = _struct(
+    ("alignment_key", _S),  # sha256(ecg record | echo record | beat)
+    ("patient_key", _S),
+    ("ecg_record_key", _S),
+    ("echo_record_key", _S),
+    ("beat", _I),
+    ("r_peak_s", _D),  # on the ECG's time axis
+    ("ed_s", _D),
+    ("es_s", _D),
+    ("lag_ed_s", _D),
+    ("lag_es_s", _D),
+    ("clock_offset_s", _D),  # estimated echo clock minus ECG clock
+    ("sync_source", _S),
+    ("quality", _D),
+    ("ecg_hr_bpm", _D),
+    ("echo_cycle_bpm", _D),
+    ("run_id", _S),
+)

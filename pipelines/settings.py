@@ -1,0 +1,36 @@
+"""Settings of the ingestion jobs (one frozen dataclass, passed down from the CLI edge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cardiolake.pseudonym import DEVELOPMENT_SECRET
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """What ``cardiolake ingest`` needs to turn a landing zone into bronze/silver/gold tables.
+
+    Attributes:
+        landing: the landing-zone folder.
+        lake_root: the lake root (tables at ``lake_root/layer/name``).
+        pseudonym_secret: HMAC secret for patient keys (from the environment at the CLI).
+        canonical_fs: the one sampling rate silver ECGs are resampled to (Hz).
+        echo_size: silver echo frames are ``echo_size`` x ``echo_size`` grayscale.
+        max_abs_mv: an ECG whose 99.5th-percentile |amplitude| exceeds this is implausible
+            (a wrong gain, a unit error) and is quarantined.
+        task_slices: Spark partitions for per-file work (more than cores keeps both busy).
+        max_clock_offset_s: the largest ECG/echo clock disagreement alignment searches.
+        split_shares: patient-level shares of train / validation / test in gold.
+    """
+
+    landing: Path
+    lake_root: Path
+    pseudonym_secret: str = DEVELOPMENT_SECRET
+    canonical_fs: int = 500
+    echo_size: int = 112
+    max_abs_mv: float = 25.0
+    task_slices: int = 8
+    max_clock_offset_s: float = 2.0
+    split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
