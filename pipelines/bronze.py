@@ -41,17 +41,26 @@ logger = logging.getLogger(__name__)
 #: Output of the per-file task: a bronze row of either table, or a quarantine row.
 _FILE_FIELDS = [f for f in schemas.ECG_RAW.fields if f.name not in {"run_id", "ingest_time"}]
 _FILE_FIELDS += [
-    f for f in schemas.ECHO_RAW.fields
+    f
+    for f in schemas.ECHO_RAW.fields
     if f.name not in {x.name for x in _FILE_FIELDS} | {"run_id", "ingest_time"}
-]  # fmt: skip
+]
 FILE_TASK_OUTPUT = StructType(
-    [StructField("target", StringType()), *_FILE_FIELDS,
-     StructField("reason", StringType()), StructField("detail", StringType())]
-)  # fmt: skip
+    [
+        StructField("target", StringType()),
+        *_FILE_FIELDS,
+        StructField("reason", StringType()),
+        StructField("detail", StringType()),
+    ]
+)
 _TASK_INPUT = StructType(
-    [StructField("uri", StringType()), StructField("format", StringType()),
-     StructField("companions", StringType()), StructField("context", StringType())]
-)  # fmt: skip
+    [
+        StructField("uri", StringType()),
+        StructField("format", StringType()),
+        StructField("companions", StringType()),
+        StructField("context", StringType()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -94,23 +103,35 @@ def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
         if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
             ecg = read_ecg_source(uri, fmt, context=context, max_abs_mv=config.max_abs_mv)
             row.update(
-                target="ecg_raw", format=ecg.format, device_kind=ecg.device_kind,
-                patient_key=_key(ecg.mrn, config.secret), acquisition_time=ecg.acquisition_datetime,
-                fs=float(ecg.fs), n_samples=int(ecg.signals_mv.shape[0]),
-                lead_names=list(ecg.lead_names), header_fields=ecg.header_fields,
+                target="ecg_raw",
+                format=ecg.format,
+                device_kind=ecg.device_kind,
+                patient_key=_key(ecg.mrn, config.secret),
+                acquisition_time=ecg.acquisition_datetime,
+                fs=float(ecg.fs),
+                n_samples=int(ecg.signals_mv.shape[0]),
+                lead_names=list(ecg.lead_names),
+                header_fields=ecg.header_fields,
                 header_json=json.dumps(ecg.header, sort_keys=True, default=str),
-            )  # fmt: skip
+            )
             return row
         clip = _read_echo(uri, fmt, context)
         row.update(
-            target="echo_raw", format=clip.source_format,
-            patient_key=_key(clip.mrn, config.secret), acquisition_time=clip.acquisition_datetime,
-            n_frames=int(clip.frames.shape[0]), height=int(clip.frames.shape[1]),
-            width=int(clip.frames.shape[2]), fps=float(clip.fps), synchronized=clip.synchronized,
+            target="echo_raw",
+            format=clip.source_format,
+            patient_key=_key(clip.mrn, config.secret),
+            acquisition_time=clip.acquisition_datetime,
+            n_frames=int(clip.frames.shape[0]),
+            height=int(clip.frames.shape[1]),
+            width=int(clip.frames.shape[2]),
+            fps=float(clip.fps),
+            synchronized=clip.synchronized,
             has_r_wave_vector=clip.r_wave_times_s is not None,
-            header_fields={k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))},
+            header_fields={
+                k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))
+            },
             header_json=json.dumps(clip.header, sort_keys=True, default=str),
-        )  # fmt: skip
+        )
         return row
     except InputError as exc:
         return {**row, "target": "quarantine", "reason": exc.reason, "detail": str(exc)[:500]}
@@ -270,14 +291,21 @@ def ingest_files(
             rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
             added[table.name] = _merge_count(rows, table, settings, keys=["record_key"])
         bad = parsed.where(F.col("target") == "quarantine").select(
-            "source_uri", "sha256", "reason", "detail", F.lit(None).cast("string").alias("row_id"),
+            "source_uri",
+            "sha256",
+            "reason",
+            "detail",
+            F.lit(None).cast("string").alias("row_id"),
             F.col("format").alias("input_kind"),
-        )  # fmt: skip
+        )
         dups = duplicates.select(
-            "source_uri", "sha256", F.lit("duplicate_content").alias("reason"),
+            "source_uri",
+            "sha256",
+            F.lit("duplicate_content").alias("reason"),
             F.concat(F.lit("same SHA-256 as an earlier file: "), F.col("sha256")).alias("detail"),
-            F.lit(None).cast("string").alias("row_id"), F.col("format").alias("input_kind"),
-        )  # fmt: skip
+            F.lit(None).cast("string").alias("row_id"),
+            F.col("format").alias("input_kind"),
+        )
         quarantined = write_quarantine(
             quarantine_rows(bad.unionByName(dups), stage="bronze", run_id=run_id, now=now),
             settings.lake_root,

@@ -58,9 +58,14 @@ def read_export(spark: SparkSession, kind: str, uris: list[str]) -> DataFrame:
         [StructField(c, StringType()) for c in columns] + [StructField(_CORRUPT, StringType())]
     )
     df = (
-        spark.read.option("header", True).option("mode", "PERMISSIVE").option("multiLine", True)
-        .option("escape", '"').option("columnNameOfCorruptRecord", _CORRUPT).schema(schema).csv(uris)
-    )  # fmt: skip
+        spark.read.option("header", True)
+        .option("mode", "PERMISSIVE")
+        .option("multiLine", True)
+        .option("escape", '"')
+        .option("columnNameOfCorruptRecord", _CORRUPT)
+        .schema(schema)
+        .csv(uris)
+    )
     content = F.concat_ws("\u001f", *[F.coalesce(F.col(c), F.lit("\u0000")) for c in columns])
     return df.withColumns(
         {
@@ -124,10 +129,13 @@ def ingest_exports(
             rows = good.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
             added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
             bad = df.where(F.col(_CORRUPT).isNotNull()).select(
-                "source_uri", F.col("record_key").alias("sha256"), F.lit(None).cast("string").alias("row_id"),
-                F.lit(kind).alias("input_kind"), F.lit("malformed_row").alias("reason"),
+                "source_uri",
+                F.col("record_key").alias("sha256"),
+                F.lit(None).cast("string").alias("row_id"),
+                F.lit(kind).alias("input_kind"),
+                F.lit("malformed_row").alias("reason"),
                 F.lit("the CSV line does not parse into the export's columns").alias("detail"),
-            )  # fmt: skip
+            )
             for reason, n in write_quarantine(
                 quarantine_rows(bad, stage="bronze", run_id=run_id, now=now), settings.lake_root
             ).items():

@@ -23,11 +23,24 @@ from pipelines.readers import DicomEcg, InputError, read_dicom
 
 #: Canonical spellings of ECG lead names (keys are lower case).
 _LEAD_NAMES = {
-    "i": "I", "ii": "II", "iii": "III", "avr": "aVR", "avl": "aVL", "avf": "aVF",
+    "i": "I",
+    "ii": "II",
+    "iii": "III",
+    "avr": "aVR",
+    "avl": "aVL",
+    "avf": "aVF",
     **{f"v{i}": f"V{i}" for i in range(1, 7)},
-    "mlii": "MLII", "mli": "MLI", "mliii": "MLIII", "vx": "vx", "vy": "vy", "vz": "vz",
-    **{f"mcl{i}": f"MCL{i}" for i in range(1, 7)}, "ecg": "ECG", "ecg1": "ECG1", "ecg2": "ECG2",
-}  # fmt: skip
+    "mlii": "MLII",
+    "mli": "MLI",
+    "mliii": "MLIII",
+    "vx": "vx",
+    "vy": "vy",
+    "vz": "vz",
+    **{f"mcl{i}": f"MCL{i}" for i in range(1, 7)},
+    "ecg": "ECG",
+    "ecg1": "ECG1",
+    "ecg2": "ECG2",
+}
 #: Leads that are physically a standard lead under another name.
 STANDARD_ALIASES = {"MLII": "II", "MLI": "I", "MLIII": "III"}
 #: Header-comment keys that identify a patient: used for the key, never stored.
@@ -89,11 +102,17 @@ def _from_dicom(ecg: Any, uri: str) -> EcgSource:
         raise InputError("unsupported_sop_class", "expected an ECG waveform", uri=uri)
     fields = {k: str(v) for k, v in ecg.header.items() if not isinstance(v, (list, dict))}
     return EcgSource(
-        uri=uri, format="dicom_ecg", signals_mv=ecg.signals_mv, lead_names=tuple(ecg.lead_names),
-        fs=float(ecg.fs), acquisition_datetime=ecg.acquisition_datetime,
-        device_kind=_device_kind(len(ecg.lead_names), None), header_fields=fields,
-        header=ecg.header, mrn=ecg.mrn,
-    )  # fmt: skip
+        uri=uri,
+        format="dicom_ecg",
+        signals_mv=ecg.signals_mv,
+        lead_names=tuple(ecg.lead_names),
+        fs=float(ecg.fs),
+        acquisition_datetime=ecg.acquisition_datetime,
+        device_kind=_device_kind(len(ecg.lead_names), None),
+        header_fields=fields,
+        header=ecg.header,
+        mrn=ecg.mrn,
+    )
 
 
 def _check_signal_files(record_path: Path, header: wfdb.io.record.Record, uri: str) -> None:
@@ -117,7 +136,8 @@ def _check_signal_files(record_path: Path, header: wfdb.io.record.Record, uri: s
         if have + 1 < want:
             raise InputError(
                 "truncated_signal",
-                f"{fname} holds {have} bytes, the header declares {int(want)} ({header.sig_len} samples)",
+                f"{fname} holds {have} bytes, the header declares {int(want)} "
+                f"({header.sig_len} samples)",
                 uri=uri,
             )
         if have > want + frame_bytes + 1:
@@ -171,17 +191,28 @@ def _from_wfdb(uri: str, context: dict[str, Any]) -> EcgSource:
         fields["device"] = str(device)
     acquired = _base_datetime(record, context)
     header = {
-        "record_name": record.record_name, "n_sig": record.n_sig, "fs": float(fs),
-        "frame_fs": float(record.fs), "sig_len": record.sig_len, "all_channels": list(record.sig_name),
-        "ecg_channels": [c[0] for c in channels], "fmt": list(map(str, record.fmt or [])),
+        "record_name": record.record_name,
+        "n_sig": record.n_sig,
+        "fs": float(fs),
+        "frame_fs": float(record.fs),
+        "sig_len": record.sig_len,
+        "all_channels": list(record.sig_name),
+        "ecg_channels": [c[0] for c in channels],
+        "fmt": list(map(str, record.fmt or [])),
         "fields": fields,
-    }  # fmt: skip
+    }
     return EcgSource(
-        uri=uri, format="wfdb", signals_mv=signals, lead_names=tuple(c[0] for c in channels),
-        fs=float(fs), acquisition_datetime=acquired,
-        device_kind=_device_kind(len(channels), fields.get("device")), header_fields=fields,
-        header=header, mrn=mrn,
-    )  # fmt: skip
+        uri=uri,
+        format="wfdb",
+        signals_mv=signals,
+        lead_names=tuple(c[0] for c in channels),
+        fs=float(fs),
+        acquisition_datetime=acquired,
+        device_kind=_device_kind(len(channels), fields.get("device")),
+        header_fields=fields,
+        header=header,
+        mrn=mrn,
+    )
 
 
 def _base_datetime(record: wfdb.Record, context: dict[str, Any]) -> datetime | None:
@@ -207,6 +238,7 @@ def _check_amplitude(source: EcgSource, max_abs_mv: float) -> None:
     if level > max_abs_mv:
         raise InputError(
             "implausible_amplitude",
-            f"99.5th percentile |amplitude| {level:.0f} mV exceeds {max_abs_mv:.0f} mV (wrong gain?)",
+            f"99.5th percentile |amplitude| {level:.0f} mV exceeds {max_abs_mv:.0f} mV "
+            "(wrong gain?)",
             uri=source.uri,
         )

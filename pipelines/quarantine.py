@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cardiolake import lake, tables
@@ -22,7 +22,8 @@ def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) ->
     """Shape failed inputs as quarantine rows.
 
     Args:
-        df: rows with ``source_uri``, ``sha256``, ``row_id``, ``input_kind``, ``reason``, ``detail``.
+        df: rows with ``source_uri``, ``sha256``, ``row_id``, ``input_kind``, ``reason``
+            and ``detail``.
         stage: the stage that rejected them (``bronze``, ``silver_labs``, ...).
         run_id: this run's id.
         now: the run's timestamp.
@@ -32,11 +33,15 @@ def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) ->
     """
     key = F.sha2(
         F.concat_ws(
-            "|", F.lit(stage), F.col("source_uri"), F.coalesce(F.col("sha256"), F.lit("")),
-            F.coalesce(F.col("row_id"), F.lit("")), F.col("reason"),
+            "|",
+            F.lit(stage),
+            F.col("source_uri"),
+            F.coalesce(F.col("sha256"), F.lit("")),
+            F.coalesce(F.col("row_id"), F.lit("")),
+            F.col("reason"),
         ),
         256,
-    )  # fmt: skip
+    )
     out = df.withColumns(
         {
             "quarantine_key": key,
@@ -80,3 +85,44 @@ def merge_new(df: DataFrame, table: tables.Table, lake_root: Path, *, keys: list
     before = row_count(table, lake_root)
     lake.merge_table(df, table, lake_root=lake_root, keys=keys)
     return row_count(table, lake_root) - before
+
+
+def unprocessed(
+    spark: SparkSession,
+    source: tables.Table,
+    *,
+    done: tables.Table,
+    done_column: str = "record_key",
+    stage: str,
+    lake_root: Path,
+) -> DataFrame | None:
+    """Rows of ``source`` a stage has neither written to ``done`` nor quarantined itself.
+
+    Args:
+        spark: the session.
+        source: the upstream table (rows keyed by ``record_key``).
+        done: the stage's output table.
+        done_column: the column of ``done`` holding source keys (an array column is exploded).
+        stage: the stage name its quarantine rows carry (other stages' rows do not count:
+            a duplicate quarantined in bronze shares its SHA-256 with the kept original).
+        lake_root: the lake root.
+
+    Returns:
+        The pending rows, or None when the source table does not exist yet.
+    """
+    if not lake.table_exists(source, lake_root=lake_root):
+        return None
+    todo = lake.read_table(spark, source, lake_root=lake_root)
+    blocks = []
+    if lake.table_exists(done, lake_root=lake_root):
+        out = lake.read_table(spark, done, lake_root=lake_root)
+        is_array = out.schema[done_column].dataType.typeName() == "array"
+        blocks.append(
+            out.select((F.explode(done_column) if is_array else F.col(done_column)).alias("_done"))
+        )
+    if lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
+        q = lake.read_table(spark, tables.QUARANTINE, lake_root=lake_root)
+        blocks.append(q.where(F.col("stage") == stage).select(F.col("sha256").alias("_done")))
+    for block in blocks:
+        todo = todo.join(block, todo["record_key"] == block["_done"], "left_anti")
+    return todo

@@ -93,10 +93,18 @@ ECHO_RAW = _struct(
 )
 
 LABS_RAW = _struct(
-    ("record_key", _S), ("source_uri", _S), ("specimen_id", _S), ("patient_key", _S),
-    ("loinc", _S), ("test_name", _S), ("value", _S), ("unit", _S), ("draw_time", _S),
-    ("run_id", _S), ("ingest_time", _T),
-)  # fmt: skip
+    ("record_key", _S),
+    ("source_uri", _S),
+    ("specimen_id", _S),
+    ("patient_key", _S),
+    ("loinc", _S),
+    ("test_name", _S),
+    ("value", _S),
+    ("unit", _S),
+    ("draw_time", _S),
+    ("run_id", _S),
+    ("ingest_time", _T),
+)
 
 NOTES_RAW = _struct(
     ("record_key", _S),
@@ -109,14 +117,21 @@ NOTES_RAW = _struct(
     ("text_chars", _I),
     ("run_id", _S),
     ("ingest_time", _T),
-)  # fmt: skip  -- no note text in bronze: raw notes carry identifiers
+)  # no note text in bronze: raw notes carry identifiers
 
 LABELS_RAW = _struct(
-    ("record_key", _S), ("source_uri", _S), ("label_id", _S), ("patient_key", _S),
-    ("exam_time", _S), ("label_time", _S), ("reader", _S), ("triage", _S),
+    ("record_key", _S),
+    ("source_uri", _S),
+    ("label_id", _S),
+    ("patient_key", _S),
+    ("exam_time", _S),
+    ("label_time", _S),
+    ("reader", _S),
+    ("triage", _S),
     *((f, _S) for f in FINDINGS),
-    ("run_id", _S), ("ingest_time", _T),
-)  # fmt: skip
+    ("run_id", _S),
+    ("ingest_time", _T),
+)
 
 ECG = _struct(
     ("record_key", _S),
@@ -157,15 +172,28 @@ ECHO = _struct(
 )
 
 LABS = _struct(
-    ("record_key", _S), ("patient_key", _S), ("specimen_id", _S), ("loinc", _S),
-    ("analyte", _S), ("value", _D), ("unit", _S), ("original_value", _S),
-    ("original_unit", _S), ("draw_time", _T), ("run_id", _S),
-)  # fmt: skip
+    ("record_key", _S),
+    ("patient_key", _S),
+    ("specimen_id", _S),
+    ("loinc", _S),
+    ("analyte", _S),
+    ("value", _D),
+    ("unit", _S),
+    ("original_value", _S),
+    ("original_unit", _S),
+    ("draw_time", _T),
+    ("run_id", _S),
+)
 
 NOTES = _struct(
-    ("record_key", _S), ("patient_key", _S), ("note_id", _S), ("note_time", _T),
-    ("author", _S), ("text", _S), ("run_id", _S),
-)  # fmt: skip
+    ("record_key", _S),
+    ("patient_key", _S),
+    ("note_id", _S),
+    ("note_time", _T),
+    ("author", _S),
+    ("text", _S),
+    ("run_id", _S),
+)
 
 LABELS = _struct(
     ("exam_key", _S),  # sha256(patient_key | exam_time)

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 from scipy.signal import resample_poly
 
-from cardiolake import lake, tables
+from cardiolake import tables
 from cardiolake.cohort.settings import STANDARD_LEADS
 from pipelines import schemas
 from pipelines.ecg_source import STANDARD_ALIASES, EcgSource, read_ecg_source
-from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
+from pipelines.quarantine import merge_new, quarantine_rows, unprocessed, write_quarantine
 from pipelines.readers import EchoClip, InputError, load_echonet_index, read_dicom, read_echonet_avi
 from pipelines.settings import IngestSettings
 from pipelines.signal.echo_keyframes import detect_keyframes, lv_area_curve
@@ -84,11 +84,15 @@ def standardise_ecg(source: EcgSource, fs_out: int) -> dict[str, Any]:
     rr = np.diff(rpeaks) / fs_out
     hr = float(60.0 / np.median(rr)) if rr.size else None
     row: dict[str, Any] = {
-        "fs": fs_out, "source_fs": float(source.fs), "n_samples": int(stacked.shape[0]),
-        "duration_s": stacked.shape[0] / fs_out, "leads": present,
-        "quality_flags": quality_flags(stacked, fs_out), "rpeaks": rpeaks.astype(np.int32),
+        "fs": fs_out,
+        "source_fs": float(source.fs),
+        "n_samples": int(stacked.shape[0]),
+        "duration_s": stacked.shape[0] / fs_out,
+        "leads": present,
+        "quality_flags": quality_flags(stacked, fs_out),
+        "rpeaks": rpeaks.astype(np.int32),
         "heart_rate_bpm": hr,
-    }  # fmt: skip
+    }
     for lead in STANDARD_LEADS:
         row[schemas.lead_column(lead)] = (
             stacked[:, present.index(lead)] if lead in present else None
@@ -103,14 +107,21 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
     keys = detect_keyframes(area, clip.frame_times_s)
     view = str(clip.header.get("view") or clip.header.get("SeriesDescription") or "A4C")
     return {
-        "source_format": clip.source_format, "view": view, "n_frames": int(frames.shape[0]),
-        "size": int(frames.shape[1]), "frames": frames.tobytes(),
-        "frame_times_s": np.asarray(clip.frame_times_s, dtype=np.float64), "fps": float(clip.fps),
-        "lv_area": np.asarray(area, dtype=np.float32), "ed_frames": keys.ed_idx.astype(np.int32),
+        "source_format": clip.source_format,
+        "view": view,
+        "n_frames": int(frames.shape[0]),
+        "size": int(frames.shape[1]),
+        "frames": frames.tobytes(),
+        "frame_times_s": np.asarray(clip.frame_times_s, dtype=np.float64),
+        "fps": float(clip.fps),
+        "lv_area": np.asarray(area, dtype=np.float32),
+        "ed_frames": keys.ed_idx.astype(np.int32),
         "es_frames": keys.es_idx.astype(np.int32),
-        "r_wave_times_s": None if clip.r_wave_times_s is None else np.asarray(clip.r_wave_times_s, float),
+        "r_wave_times_s": None
+        if clip.r_wave_times_s is None
+        else np.asarray(clip.r_wave_times_s, float),
         "synchronized": bool(clip.synchronized),
-    }  # fmt: skip
+    }
 
 
 _ECHONET_CACHE: dict[str, dict[str, Any]] = {}
@@ -172,23 +183,6 @@ def _with_outcome(schema: StructType) -> StructType:
     return StructType([*schema.fields, *[f for f in extra if f.name not in schema.fieldNames()]])
 
 
-def _pending(
-    spark: SparkSession, source: tables.Table, target: tables.Table, settings: IngestSettings
-) -> DataFrame | None:
-    """Bronze rows not yet in the silver table nor quarantined by this stage."""
-    root = settings.lake_root
-    if not lake.table_exists(source, lake_root=root):
-        return None
-    todo = lake.read_table(spark, source, lake_root=root)
-    for done_table in (target, tables.QUARANTINE):
-        if lake.table_exists(done_table, lake_root=root):
-            done = lake.read_table(spark, done_table, lake_root=root).select(
-                F.col("record_key" if done_table == target else "sha256").alias("_done")
-            )
-            todo = todo.join(done, todo["record_key"] == done["_done"], "left_anti")
-    return todo
-
-
 def _run_stage(
     spark: SparkSession,
     settings: IngestSettings,
@@ -202,7 +196,7 @@ def _run_stage(
     run_id: str,
     now: Any,
 ) -> tuple[int, dict[str, int]]:
-    todo = _pending(spark, source, target, settings)
+    todo = unprocessed(spark, source, done=target, stage=stage, lake_root=settings.lake_root)
     if todo is None:
         return 0, {}
     todo = todo.select(*inputs).repartition(settings.task_slices)
@@ -213,9 +207,13 @@ def _run_stage(
         rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
         added = merge_new(rows, target, settings.lake_root, keys=["record_key"])
         bad = done.where(F.col("target") == "quarantine").select(
-            "source_uri", "sha256", "reason", "detail",
-            F.lit(None).cast("string").alias("row_id"), F.lit(source.name).alias("input_kind"),
-        )  # fmt: skip
+            "source_uri",
+            "sha256",
+            "reason",
+            "detail",
+            F.lit(None).cast("string").alias("row_id"),
+            F.lit(source.name).alias("input_kind"),
+        )
         quarantined = write_quarantine(
             quarantine_rows(bad, stage=stage, run_id=run_id, now=now), settings.lake_root
         )
@@ -236,10 +234,25 @@ def silver_ecg(
         return standardise_ecg(source, fs)
 
     return _run_stage(
-        spark, settings, source=tables.ECG_RAW, target=tables.ECG, schema=schemas.ECG,
-        process=process, stage="silver_ecg", run_id=run_id, now=now,
-        inputs=["record_key", "sha256", "source_uri", "format", "patient_key", "device_kind", "acquisition_time"],
-    )  # fmt: skip
+        spark,
+        settings,
+        source=tables.ECG_RAW,
+        target=tables.ECG,
+        schema=schemas.ECG,
+        process=process,
+        stage="silver_ecg",
+        run_id=run_id,
+        now=now,
+        inputs=[
+            "record_key",
+            "sha256",
+            "source_uri",
+            "format",
+            "patient_key",
+            "device_kind",
+            "acquisition_time",
+        ],
+    )
 
 
 def silver_echo(
@@ -251,7 +264,14 @@ def silver_echo(
         return standardise_echo(_read_clip(item["source_uri"], item["format"]))
 
     return _run_stage(
-        spark, settings, source=tables.ECHO_RAW, target=tables.ECHO, schema=schemas.ECHO,
-        process=process, stage="silver_echo", run_id=run_id, now=now,
+        spark,
+        settings,
+        source=tables.ECHO_RAW,
+        target=tables.ECHO,
+        schema=schemas.ECHO,
+        process=process,
+        stage="silver_echo",
+        run_id=run_id,
+        now=now,
         inputs=["record_key", "sha256", "source_uri", "format", "patient_key", "acquisition_time"],
-    )  # fmt: skip
+    )

@@ -28,7 +28,7 @@ from cardiolake.pseudonym import patient_key
 from pipelines import schemas
 from pipelines.bronze_tabular import read_export
 from pipelines.landing import LandingInventory
-from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
+from pipelines.quarantine import merge_new, quarantine_rows, unprocessed, write_quarantine
 from pipelines.settings import IngestSettings
 from pipelines.tabular import (
     LabelVote,
@@ -47,42 +47,17 @@ def _utc(t: datetime | None) -> datetime | None:
     return None if t is None else t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
-def _pending(
-    spark: SparkSession, source: tables.Table, done: DataFrame | None, settings: IngestSettings
-) -> DataFrame | None:
-    root = settings.lake_root
-    if not lake.table_exists(source, lake_root=root):
-        return None
-    todo = lake.read_table(spark, source, lake_root=root)
-    blocks = [] if done is None else [done]
-    if lake.table_exists(tables.QUARANTINE, lake_root=root):
-        blocks.append(
-            lake.read_table(spark, tables.QUARANTINE, lake_root=root).select(
-                F.col("sha256").alias("_done")
-            )
-        )
-    for block in blocks:
-        todo = todo.join(block, todo["record_key"] == block["_done"], "left_anti")
-    return todo
-
-
-def _done_keys(
-    spark: SparkSession, table: tables.Table, settings: IngestSettings, column: str = "record_key"
-) -> DataFrame | None:
-    if not lake.table_exists(table, lake_root=settings.lake_root):
-        return None
-    df = lake.read_table(spark, table, lake_root=settings.lake_root)
-    col = F.explode(column) if column == "vote_keys" else F.col(column)
-    return df.select(col.alias("_done"))
-
-
 def _quarantine(
     bad: DataFrame, kind: str, stage: str, settings: IngestSettings, run_id: str, now: datetime
 ) -> dict[str, int]:
     rows = bad.select(
-        "source_uri", F.col("record_key").alias("sha256"), F.col("row_id"),
-        F.lit(kind).alias("input_kind"), "reason", "detail",
-    )  # fmt: skip
+        "source_uri",
+        F.col("record_key").alias("sha256"),
+        F.col("row_id"),
+        F.lit(kind).alias("input_kind"),
+        "reason",
+        "detail",
+    )
     return write_quarantine(
         quarantine_rows(rows, stage=stage, run_id=run_id, now=now), settings.lake_root
     )
@@ -101,13 +76,16 @@ def silver_labs(
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
     """Normalise new bronze lab rows into silver ``labs``."""
-    todo = _pending(spark, tables.LABS_RAW, _done_keys(spark, tables.LABS, settings), settings)
+    todo = unprocessed(
+        spark, tables.LABS_RAW, done=tables.LABS, stage="silver_labs", lake_root=settings.lake_root
+    )
     if todo is None:
         return 0, {}
     out = StructType(
         [
             *[f for f in schemas.LABS.fields if f.name != "run_id"],
             StructField("row_id", StringType()),
+            StructField("source_uri", StringType()),
             *_OUTCOME,
         ]
     )
@@ -117,8 +95,12 @@ def silver_labs(
         for batch in batches:
             rows = []
             for item in batch.to_pylist():
-                base = {"record_key": item["record_key"], "patient_key": item["patient_key"],
-                        "row_id": item["specimen_id"], "source_uri": item["source_uri"]}  # fmt: skip
+                base = {
+                    "record_key": item["record_key"],
+                    "patient_key": item["patient_key"],
+                    "row_id": item["specimen_id"],
+                    "source_uri": item["source_uri"],
+                }
                 result: LabResult | RowError
                 if item["patient_key"] and known is not None and item["patient_key"] not in known:
                     result = RowError("unknown_patient", "the patient is not in the patient index")
@@ -134,20 +116,31 @@ def silver_labs(
                         }
                     )
                     continue
-                rows.append({
-                    **base, "target": "silver", "specimen_id": result.specimen_id, "loinc": result.loinc,
-                    "analyte": result.analyte, "value": result.value, "unit": result.unit,
-                    "original_value": str(result.original_value), "original_unit": result.original_unit,
-                    "draw_time": _utc(result.draw_time),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        "target": "silver",
+                        "specimen_id": result.specimen_id,
+                        "loinc": result.loinc,
+                        "analyte": result.analyte,
+                        "value": result.value,
+                        "unit": result.unit,
+                        "original_value": str(result.original_value),
+                        "original_unit": result.original_unit,
+                        "draw_time": _utc(result.draw_time),
+                    }
+                )
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
-    out_with_uri = StructType([*out.fields, StructField("source_uri", StringType())])
-    done = todo.mapInArrow(run, out_with_uri).persist()
+    done = todo.mapInArrow(run, out).persist()
     try:
         good = done.where(F.col("target") == "silver").withColumn("run_id", F.lit(run_id))
-        added = merge_new(good.select(*[F.col(f.name).cast(f.dataType) for f in schemas.LABS.fields]),
-                          tables.LABS, settings.lake_root, keys=["record_key"])  # fmt: skip
+        added = merge_new(
+            good.select(*[F.col(f.name).cast(f.dataType) for f in schemas.LABS.fields]),
+            tables.LABS,
+            settings.lake_root,
+            keys=["record_key"],
+        )
         quarantined = _quarantine(
             done.where(F.col("target") == "quarantine"),
             "labs_csv",
@@ -182,8 +175,14 @@ def silver_notes(
     run_id: str,
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
-    """De-identify new notes into silver ``notes`` (text re-read from the export, never stored raw)."""
-    todo = _pending(spark, tables.NOTES_RAW, _done_keys(spark, tables.NOTES, settings), settings)
+    """De-identify new notes into silver ``notes`` (text re-read from the export, never raw)."""
+    todo = unprocessed(
+        spark,
+        tables.NOTES_RAW,
+        done=tables.NOTES,
+        stage="silver_notes",
+        lake_root=settings.lake_root,
+    )
     uris = [s.uri for s in inventory.by_format("notes_csv")]
     if todo is None or not uris:
         return 0, {}
@@ -209,8 +208,12 @@ def silver_notes(
             "run_id": F.lit(run_id),
         }
     )
-    added = merge_new(rows.select(*[F.col(f.name).cast(f.dataType) for f in schemas.NOTES.fields]),
-                      tables.NOTES, settings.lake_root, keys=["record_key"])  # fmt: skip
+    added = merge_new(
+        rows.select(*[F.col(f.name).cast(f.dataType) for f in schemas.NOTES.fields]),
+        tables.NOTES,
+        settings.lake_root,
+        keys=["record_key"],
+    )
     return added, {}
 
 
@@ -228,8 +231,13 @@ def silver_labels(
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
     """Resolve reader votes of exams with new votes into silver ``labels`` (upsert per exam)."""
-    todo = _pending(
-        spark, tables.LABELS_RAW, _done_keys(spark, tables.LABELS, settings, "vote_keys"), settings
+    todo = unprocessed(
+        spark,
+        tables.LABELS_RAW,
+        done=tables.LABELS,
+        done_column="vote_keys",
+        stage="silver_labels",
+        lake_root=settings.lake_root,
     )
     if todo is None:
         return 0, {}
@@ -247,8 +255,15 @@ def silver_labels(
         else:
             result = parse_label({**item, "mrn": item["patient_key"] or ""})
         if isinstance(result, RowError):
-            bad_rows.append({"record_key": item["record_key"], "source_uri": item["source_uri"],
-                             "row_id": item["label_id"], "reason": result.reason, "detail": result.detail})  # fmt: skip
+            bad_rows.append(
+                {
+                    "record_key": item["record_key"],
+                    "source_uri": item["source_uri"],
+                    "row_id": item["label_id"],
+                    "reason": result.reason,
+                    "detail": result.detail,
+                }
+            )
         else:
             parsed.append((item["patient_key"], item["record_key"], result))
     quarantined: dict[str, int] = {}
@@ -272,15 +287,24 @@ def silver_labels(
     rows = []
     for ekey, items in sorted(by_exam.items()):
         resolved = resolve_exam_labels([v for _, _, v in items])
-        rows.append({
-            "exam_key": ekey, "patient_key": items[0][0], "exam_time": _utc(resolved.exam_time),
-            "label_time": _utc(resolved.label_time), "triage_urgent": resolved.urgent,
-            **{f: resolved.findings.get(f) for f in FINDINGS}, "n_readers": resolved.n_readers,
-            "readers": list(resolved.readers), "reader_triage_urgent": list(resolved.reader_votes),
-            "agreement": resolved.agreement, "adjudicated": resolved.adjudicated,
-            "needs_adjudication": resolved.needs_adjudication,
-            "vote_keys": sorted({k for _, k, _ in items}), "run_id": run_id,
-        })  # fmt: skip
+        rows.append(
+            {
+                "exam_key": ekey,
+                "patient_key": items[0][0],
+                "exam_time": _utc(resolved.exam_time),
+                "label_time": _utc(resolved.label_time),
+                "triage_urgent": resolved.urgent,
+                **{f: resolved.findings.get(f) for f in FINDINGS},
+                "n_readers": resolved.n_readers,
+                "readers": list(resolved.readers),
+                "reader_triage_urgent": list(resolved.reader_votes),
+                "agreement": resolved.agreement,
+                "adjudicated": resolved.adjudicated,
+                "needs_adjudication": resolved.needs_adjudication,
+                "vote_keys": sorted({k for _, k, _ in items}),
+                "run_id": run_id,
+            }
+        )
     frame = spark.createDataFrame(rows, schemas.LABELS)
     before = lake.table_exists(tables.LABELS, lake_root=settings.lake_root)
     lake.merge_table(
