@@ -6,6 +6,8 @@ import typer
 
 from cardiolake.cli.cohort import app as cohort_app
 from cardiolake.cli.ecg import app as ecg_app
+from cardiolake.cli.ingest import ingest
+from cardiolake.cli.lake import app as lake_app
 from cardiolake.logs import configure_logging
 
 app = typer.Typer(
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(ecg_app, name="ecg")
+app.add_typer(lake_app, name="lake")
+app.command(name="ingest")(ingest)
 
 
 @app.callback()

@@ -41,8 +41,11 @@ class RPeakSettings:
         refine_s: half-width of the search for the R extreme around a detection.
         min_duration_s: shorter records give no beats.
         min_lead_mv: a lead whose band-passed 99th-percentile swing is below this is flat.
-        min_template_corr: median correlation of beats with their median shape below
-            this means the "beats" are noise.
+        gate_window_s: the noise gate judges the beats of windows this long on their own.
+        template_half_s: half-width of the beat shape the gate compares.
+        min_template_corr: a window whose beats correlate less than this (median) with
+            their median shape holds noise, not beats.
+        max_spread: ... as does one whose beat sizes vary more than this (MAD / median).
     """
 
     band_hz: tuple[float, float] = (5.0, 20.0)
@@ -55,7 +58,10 @@ class RPeakSettings:
     refine_s: float = 0.08
     min_duration_s: float = 2.0
     min_lead_mv: float = 0.02
-    min_template_corr: float = 0.6
+    gate_window_s: float = 10.0
+    template_half_s: float = 0.15
+    min_template_corr: float = 0.7
+    max_spread: float = 0.5
 
 
 DEFAULT_SETTINGS = RPeakSettings()
@@ -179,18 +185,41 @@ def _refine(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSett
     return np.unique(refined)
 
 
-def _template_corr(clean: np.ndarray, beats: np.ndarray, fs: float) -> float:
-    """Median correlation of each beat's QRS with the median QRS shape."""
-    half = max(2, int(0.06 * fs))
+def _repeats(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings) -> bool:
+    """Whether the beats look alike: the median beat correlates with its window's median shape.
+
+    Noise peaks aligned on their extreme share only a narrow central bump, so over a
+    +-150 ms window they correlate weakly; QRS complexes (with their ST segments) repeat.
+    """
+    half = max(2, int(settings.template_half_s * fs))
     inside = beats[(beats >= half) & (beats < clean.shape[0] - half)]
     if inside.size < 2:
-        return 0.0
+        return False
     seg = clean[inside[:, None] + np.arange(-half, half + 1)[None, :]]
     seg = seg - seg.mean(axis=1, keepdims=True)
-    tpl = np.median(seg, axis=0)
-    num = seg @ tpl
-    den = np.linalg.norm(seg, axis=1) * np.linalg.norm(tpl)
-    return float(np.median(num / np.maximum(den, 1e-12)))
+    template = np.median(seg, axis=0)
+    corr = (
+        seg @ template / np.maximum(np.linalg.norm(seg, axis=1) * np.linalg.norm(template), 1e-12)
+    )
+    # Beats also share a size: random spikes can share a shape (a filter's impulse
+    # response) but not an amplitude.
+    size = np.abs(clean[inside])
+    spread = np.median(np.abs(size - np.median(size))) / max(float(np.median(size)), 1e-12)
+    return bool(np.median(corr) >= settings.min_template_corr and spread <= settings.max_spread)
+
+
+def _drop_noise_windows(
+    clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings
+) -> np.ndarray:
+    """Keep the beats of the windows whose beats repeat in shape and size."""
+    span = settings.gate_window_s * fs
+    n_win = max(1, int(clean.shape[0] // span))
+    window = np.minimum((beats // span).astype(np.int64), n_win - 1)
+    keep = np.zeros(beats.size, dtype=bool)
+    for w in np.unique(window):
+        mine = window == w
+        keep[mine] = _repeats(clean, beats[mine], fs, settings)
+    return beats[keep]
 
 
 def detect_rpeaks_multilead(
@@ -243,9 +272,9 @@ def detect_rpeaks_multilead(
     best = int(np.argmax(contrast * np.minimum(level / level.max(), 1.0) ** 0.5))
     clean = _bandpass(x[:, best], fs, 0.5, 40.0)
     peaks = _refine(clean, beats, fs, settings)
-    if _template_corr(clean, peaks, fs) < settings.min_template_corr:
-        return _EMPTY
-    return _dedupe(peaks, np.abs(clean), int(settings.refractory_s * fs))
+    peaks = _dedupe(peaks, np.abs(clean), int(settings.refractory_s * fs))
+    peaks = _drop_noise_windows(clean, peaks, fs, settings)
+    return peaks if peaks.size >= 2 else _EMPTY
 
 
 def _dedupe(peaks: np.ndarray, magnitude: np.ndarray, refractory: int) -> np.ndarray:

@@ -1,0 +1,321 @@
+"""Gold: per-beat ECG R-peak <-> echo keyframe alignment and the training example tables.
+
+``alignment`` pairs every silver echo with the same patient's concurrent ECG and records, per
+beat, the R peak, the echo's ED/ES keyframes on the ECG's time axis, their lags, the clock
+offset and which source of synchrony gave it. The example tables feed the three training
+stages; each carries a deterministic patient-level split so no patient straddles splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from cardiolake import lake, tables
+from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
+from pipelines import schemas
+from pipelines.quarantine import merge_new
+from pipelines.settings import IngestSettings
+from pipelines.signal.alignment import AlignmentSettings, align_recording
+
+logger = logging.getLogger(__name__)
+
+_LEADS = [schemas.lead_column(lead) for lead in STANDARD_LEADS]
+
+
+def split_column(patient: Column, shares: tuple[float, float, float]) -> Column:
+    """Deterministic patient-level split (train / validation / test) from the key's hash."""
+    bucket = F.conv(F.substring(F.sha2(patient, 256), 1, 8), 16, 10).cast("double") / float(
+        0xFFFFFFFF
+    )
+    train, val, _ = shares
+    return (
+        F.when(bucket < train, "train").when(bucket < train + val, "validation").otherwise("test")
+    )
+
+
+def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: str) -> pd.DataFrame:
+    out: list[dict[str, Any]] = []
+    for pair in pairs.to_dict("records"):
+        fs = float(pair["fs"])
+        times = np.asarray(pair["frame_times_s"], dtype=float)
+        ed = times[np.asarray(pair["ed_frames"], dtype=int)]
+        es = times[np.asarray(pair["es_frames"], dtype=int)]
+        r_wave = pair["r_wave_times_s"]
+        result = align_recording(
+            ecg_rpeaks_s=np.asarray(pair["rpeaks"], dtype=float) / fs,
+            ecg_start=pair["ecg_time"].to_pydatetime().replace(tzinfo=None),
+            echo_start=pair["echo_time"].to_pydatetime().replace(tzinfo=None),
+            echo_ed_s=ed,
+            echo_es_s=es,
+            echo_frame_times_s=times,
+            dicom_r_wave_s=None if r_wave is None else np.asarray(r_wave, dtype=float),
+            synchronized=bool(pair["synchronized"]),
+            settings=settings,
+        )
+        for beat in result.beats:
+            key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|{beat.beat}"
+            out.append(
+                {
+                    "alignment_key": hashlib.sha256(key.encode()).hexdigest(),
+                    "patient_key": pair["patient_key"],
+                    "ecg_record_key": pair["ecg_record_key"],
+                    "echo_record_key": pair["echo_record_key"],
+                    "beat": int(beat.beat),
+                    "r_peak_s": float(beat.r_peak_s),
+                    "ed_s": _f(beat.ed_s),
+                    "es_s": _f(beat.es_s),
+                    "lag_ed_s": _f(beat.lag_ed_s),
+                    "lag_es_s": _f(beat.lag_es_s),
+                    "clock_offset_s": float(result.clock_offset_s),
+                    "sync_source": result.sync_source,
+                    "quality": _f(beat.quality),
+                    "ecg_hr_bpm": _f(result.ecg_hr_bpm),
+                    "echo_cycle_bpm": _f(result.echo_cycle_bpm),
+                    "run_id": run_id,
+                }
+            )
+    return pd.DataFrame(out, columns=schemas.ALIGNMENT.fieldNames())
+
+
+def _f(value: Any) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame | None:
+    """Each silver echo with the same patient's ECG recorded around it (clock slack allowed)."""
+    root = settings.lake_root
+    if not (
+        lake.table_exists(tables.ECG, lake_root=root)
+        and lake.table_exists(tables.ECHO, lake_root=root)
+    ):
+        return None
+    ecg = lake.read_table(spark, tables.ECG, lake_root=root).select(
+        F.col("record_key").alias("ecg_record_key"),
+        "patient_key",
+        F.col("acquisition_time").alias("ecg_time"),
+        "fs",
+        "rpeaks",
+        "duration_s",
+    )
+    echo = lake.read_table(spark, tables.ECHO, lake_root=root).select(
+        F.col("record_key").alias("echo_record_key"),
+        F.col("patient_key").alias("_p"),
+        F.col("acquisition_time").alias("echo_time"),
+        "frame_times_s",
+        "ed_frames",
+        "es_frames",
+        "r_wave_times_s",
+        "synchronized",
+    )
+    slack = float(settings.max_clock_offset_s)
+    start = F.col("ecg_time").cast("double")
+    t = F.col("echo_time").cast("double")
+    pairs = ecg.join(
+        echo,
+        (F.col("patient_key") == F.col("_p"))
+        & (t >= start - slack)
+        & (t <= start + F.col("duration_s") + slack),
+    ).drop("_p")
+    if lake.table_exists(tables.ALIGNMENT, lake_root=root):
+        done = (
+            lake.read_table(spark, tables.ALIGNMENT, lake_root=root)
+            .select("ecg_record_key", "echo_record_key")
+            .distinct()
+        )
+        pairs = pairs.join(done, ["ecg_record_key", "echo_record_key"], "left_anti")
+    return pairs
+
+
+def build_alignment(spark: SparkSession, settings: IngestSettings, *, run_id: str) -> int:
+    """Align every new concurrent ECG/echo pair beat by beat into gold ``alignment``."""
+    pairs = concurrent_pairs(spark, settings)
+    if pairs is None:
+        return 0
+    align_settings = AlignmentSettings(max_clock_offset_s=settings.max_clock_offset_s)
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            yield _alignment_rows(frame, align_settings, run_id)
+
+    rows = pairs.repartition(settings.task_slices).mapInPandas(run, schemas.ALIGNMENT)
+    return merge_new(rows, tables.ALIGNMENT, settings.lake_root, keys=["alignment_key"])
+
+
+def _ecg_columns(prefix: str = "") -> list[Column]:
+    return [F.col(c).alias(f"{prefix}{c}") for c in ("fs", "n_samples", "leads", *_LEADS)]
+
+
+def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str) -> dict[str, int]:
+    """Fill the three gold example tables from silver and the alignment (new keys only)."""
+    root = settings.lake_root
+    added: dict[str, int] = {}
+    if not lake.table_exists(tables.ECG, lake_root=root):
+        return added
+    ecg = lake.read_table(spark, tables.ECG, lake_root=root).where(F.col("patient_key").isNotNull())
+    split = split_column(F.col("patient_key"), settings.split_shares)
+
+    # 1. pretraining: every usable ECG and echo recording, per modality (no labels needed)
+    ecg_rows = ecg.where(F.size("rpeaks") > 0).select(
+        F.col("record_key").alias("example_key"),
+        F.lit("ecg").alias("modality"),
+        "record_key",
+        "patient_key",
+        split.alias("split"),
+        "device_kind",
+        "heart_rate_bpm",
+        *_ecg_columns(),
+        F.lit(None).cast("binary").alias("frames"),
+        F.lit(None).cast("int").alias("n_frames"),
+        F.lit(None).cast("int").alias("size"),
+        F.lit(None).cast("double").alias("fps"),
+        F.lit(run_id).alias("run_id"),
+    )
+    pretrain = ecg_rows
+    if lake.table_exists(tables.ECHO, lake_root=root):
+        echo = lake.read_table(spark, tables.ECHO, lake_root=root).where(
+            F.col("patient_key").isNotNull()
+        )
+        echo_rows = echo.select(
+            F.col("record_key").alias("example_key"),
+            F.lit("echo").alias("modality"),
+            "record_key",
+            "patient_key",
+            split.alias("split"),
+            F.lit(None).cast("string").alias("device_kind"),
+            F.lit(None).cast("double").alias("heart_rate_bpm"),
+            F.lit(None).cast("int").alias("fs"),
+            F.lit(None).cast("int").alias("n_samples"),
+            F.lit(None).cast("array<string>").alias("leads"),
+            *[F.lit(None).cast("array<float>").alias(c) for c in _LEADS],
+            "frames",
+            "n_frames",
+            "size",
+            "fps",
+            F.lit(run_id).alias("run_id"),
+        )
+        pretrain = pretrain.unionByName(echo_rows)
+    added["examples_pretrain"] = merge_new(
+        pretrain, tables.EXAMPLES_PRETRAIN, root, keys=["example_key"]
+    )
+
+    # 2. cross-modal alignment: one example per aligned ECG/echo pair with its beat landmarks
+    if lake.table_exists(tables.ALIGNMENT, lake_root=root) and lake.table_exists(
+        tables.ECHO, lake_root=root
+    ):
+        beats = lake.read_table(spark, tables.ALIGNMENT, lake_root=root)
+        per_pair = beats.groupBy("patient_key", "ecg_record_key", "echo_record_key").agg(
+            F.first("clock_offset_s").alias("clock_offset_s"),
+            F.first("sync_source").alias("sync_source"),
+            F.count("*").alias("n_beats"),
+            F.sort_array(F.collect_list(F.struct("beat", "r_peak_s", "ed_s", "es_s"))).alias("_b"),
+        )
+        echo = lake.read_table(spark, tables.ECHO, lake_root=root).select(
+            F.col("record_key").alias("echo_record_key"),
+            "frames",
+            "n_frames",
+            "size",
+            "fps",
+            "frame_times_s",
+        )
+        align = (
+            per_pair.join(
+                ecg.select(F.col("record_key").alias("ecg_record_key"), *_ecg_columns()),
+                "ecg_record_key",
+            )
+            .join(echo, "echo_record_key")
+            .select(
+                F.sha2(F.concat_ws("|", "ecg_record_key", "echo_record_key"), 256).alias(
+                    "example_key"
+                ),
+                "patient_key",
+                split.alias("split"),
+                "ecg_record_key",
+                "echo_record_key",
+                "clock_offset_s",
+                "sync_source",
+                F.col("n_beats").cast("int").alias("n_beats"),
+                F.col("_b.r_peak_s").alias("r_peaks_s"),
+                F.col("_b.ed_s").alias("ed_s"),
+                F.col("_b.es_s").alias("es_s"),
+                "fs",
+                "n_samples",
+                "leads",
+                *_LEADS,
+                "frames",
+                "n_frames",
+                "size",
+                "fps",
+                "frame_times_s",
+                F.lit(run_id).alias("run_id"),
+            )
+        )
+        added["examples_align"] = merge_new(
+            align, tables.EXAMPLES_ALIGN, root, keys=["example_key"]
+        )
+
+    # 3. labelled: resolved exams with the 12-lead ECG taken closest to the exam time
+    if lake.table_exists(tables.LABELS, lake_root=root):
+        labels = lake.read_table(spark, tables.LABELS, lake_root=root).where(
+            F.col("triage_urgent").isNotNull() & ~F.col("needs_adjudication")
+        )
+        rest = ecg.where(F.col("device_kind") == "resting_12lead").select(
+            F.col("record_key").alias("ecg_record_key"),
+            F.col("patient_key").alias("_p"),
+            F.col("acquisition_time").alias("_t"),
+            *_ecg_columns(),
+        )
+        gap = F.abs(F.col("_t").cast("double") - F.col("exam_time").cast("double"))
+        joined = labels.join(rest, (F.col("patient_key") == F.col("_p")) & (gap <= 86400.0))
+        ranked = joined.withColumn(
+            "_rank", F.row_number().over(_by_exam().orderBy(gap, F.col("ecg_record_key")))
+        ).where(F.col("_rank") == 1)
+        labeled = ranked.select(
+            F.col("exam_key").alias("example_key"),
+            "exam_key",
+            "patient_key",
+            split.alias("split"),
+            "exam_time",
+            "label_time",
+            "triage_urgent",
+            *FINDINGS,
+            "adjudicated",
+            "agreement",
+            "ecg_record_key",
+            "fs",
+            "n_samples",
+            "leads",
+            *_LEADS,
+            F.lit(run_id).alias("run_id"),
+        )
+        added["examples_labeled"] = merge_new(
+            labeled, tables.EXAMPLES_LABELED, root, keys=["example_key"]
+        )
+    return added
+
+
+def _by_exam() -> Any:
+    from pyspark.sql import Window
+
+    return Window.partitionBy("exam_key")
+
+
+def build_gold(
+    spark: SparkSession, settings: IngestSettings, *, run_id: str, now: datetime
+) -> dict[str, int]:
+    """Run the gold stage: alignment first, then the example tables that use it."""
+    added = {"alignment": build_alignment(spark, settings, run_id=run_id)}
+    added.update(build_examples(spark, settings, run_id=run_id))
+    logger.info("gold: %s", added)
+    return added
+
+
+__all__ = ["build_alignment", "build_examples", "build_gold", "concurrent_pairs", "split_column"]
