@@ -168,6 +168,7 @@ ECHO = _struct(
     ("es_frames", ArrayType(_I)),
     ("r_wave_times_s", ArrayType(_D)),  # (0018,6060) when present
     ("synchronized", _B),
+    ("quality_flags", ArrayType(_S)),  # e.g. no_lv_found: no keyframes could be measured
     ("run_id", _S),
 )
 

@@ -103,8 +103,19 @@ def standardise_ecg(source: EcgSource, fs_out: int) -> dict[str, Any]:
 def standardise_echo(clip: EchoClip) -> dict[str, Any]:
     """The silver echo fields of a decoded clip: 112x112 frames, LV area, ED/ES frames."""
     frames = np.ascontiguousarray(clip.frames_112, dtype=np.uint8)
-    area = lv_area_curve(frames)
-    keys = detect_keyframes(area, clip.frame_times_s)
+    flags: list[str] = []
+    empty = np.empty(0, dtype=np.int32)
+    try:
+        area = lv_area_curve(frames)
+        keys = detect_keyframes(area, clip.frame_times_s)
+        ed, es = keys.ed_idx.astype(np.int32), keys.es_idx.astype(np.int32)
+    except ValueError:
+        # not every clip shows a segmentable LV (other views, colour Doppler, 2 frames):
+        # keep the clip for pretraining, flag it, and leave alignment nothing to match
+        area, ed, es = None, empty, empty
+        flags.append("no_lv_found")
+    if area is not None and ed.size == 0:
+        flags.append("no_keyframes")
     view = str(clip.header.get("view") or clip.header.get("SeriesDescription") or "A4C")
     return {
         "source_format": clip.source_format,
@@ -114,13 +125,14 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
         "frames": frames.tobytes(),
         "frame_times_s": np.asarray(clip.frame_times_s, dtype=np.float64),
         "fps": float(clip.fps),
-        "lv_area": np.asarray(area, dtype=np.float32),
-        "ed_frames": keys.ed_idx.astype(np.int32),
-        "es_frames": keys.es_idx.astype(np.int32),
+        "lv_area": None if area is None else np.asarray(area, dtype=np.float32),
+        "ed_frames": ed,
+        "es_frames": es,
         "r_wave_times_s": None
         if clip.r_wave_times_s is None
         else np.asarray(clip.r_wave_times_s, float),
         "synchronized": bool(clip.synchronized),
+        "quality_flags": flags,
     }
 
 

@@ -51,7 +51,7 @@ class RPeakSettings:
     band_hz: tuple[float, float] = (5.0, 20.0)
     integration_s: float = 0.10
     refractory_s: float = 0.20
-    threshold: float = 0.25
+    threshold: float = 0.35
     t_wave_window_s: float = 0.36
     t_wave_ratio: float = 0.5
     searchback_rr: float = 1.66
@@ -109,14 +109,18 @@ def _envelopes(band: np.ndarray, fs: float, settings: RPeakSettings) -> np.ndarr
 def _threshold_beats(env: np.ndarray, fs: float, settings: RPeakSettings) -> np.ndarray:
     """Pan-Tompkins decision rules on one fused envelope; returns envelope-peak indices."""
     refractory = max(1, int(settings.refractory_s * fs))
-    cand, _ = find_peaks(env, distance=refractory)
+    # zero ends let a QRS cut by the record's start or end still form a peak
+    cand, _ = find_peaks(np.pad(env, 1), distance=refractory)
+    cand = cand - 1
     if cand.size < 2:
         return _EMPTY
     h = env[cand]
-    # Levels start from the first 10 s: its top quarter is mostly QRS, its lower half noise.
-    first = h[cand < 10 * fs] if np.any(cand < 10 * fs) else h
+    # Levels start from the first 10 s: the top quarter of its peaks is mostly QRS and the
+    # envelope's median is the baseline between beats (even at 150 bpm with a broad QRS).
+    early = int(10 * fs)
+    first = h[cand < early] if np.any(cand < early) else h
     spk = float(np.median(first[first >= np.percentile(first, 75)]))
-    npk = float(np.median(first[first <= np.percentile(first, 50)]))
+    npk = float(np.median(env[:early]))
     beats: list[int] = []
     beat_h: list[float] = []
     last_noise: list[int] = []  # candidates rejected since the last beat (search-back pool)
@@ -182,7 +186,8 @@ def _refine(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSett
     other = down if polarity > 0 else up
     sign = np.where(other > 1.5 * own, -polarity, polarity)
     refined = idx[np.arange(len(beats)), np.argmax(seg * sign[:, None], axis=1)]
-    return np.unique(refined)
+    # an extreme on the record's first or last sample belongs to an R outside the record
+    return np.unique(refined[(refined > 0) & (refined < n - 1)])
 
 
 def _repeats(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings) -> bool:
