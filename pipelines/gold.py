@@ -62,14 +62,14 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
             settings=settings,
         )
         for beat in result.beats:
-            key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|{beat.beat}"
+            key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|{beat.beat_index}"
             out.append(
                 {
                     "alignment_key": hashlib.sha256(key.encode()).hexdigest(),
                     "patient_key": pair["patient_key"],
                     "ecg_record_key": pair["ecg_record_key"],
                     "echo_record_key": pair["echo_record_key"],
-                    "beat": int(beat.beat),
+                    "beat": int(beat.beat_index),
                     "r_peak_s": float(beat.r_peak_s),
                     "ed_s": _f(beat.ed_s),
                     "es_s": _f(beat.es_s),

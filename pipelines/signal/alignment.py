@@ -135,7 +135,8 @@ class _Match:
 
     start: float
     cost: float
-    residuals: np.ndarray
+    residuals: np.ndarray  # anchored events that hit an R peak
+    n_hits: int  # anchored hits plus floating events with a consistent lag
 
 
 def _rate_bpm(times: np.ndarray) -> float:
@@ -153,65 +154,85 @@ def _nearest(sorted_times: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _score(
-    events: np.ndarray, peaks: np.ndarray, start: float, span: tuple[float, float], tol: float
+    anchored: np.ndarray,
+    floating: np.ndarray,
+    peaks: np.ndarray,
+    start: float,
+    span: tuple[float, float],
+    settings: AlignmentSettings,
 ) -> _Match:
-    """Fit a clip start near ``start`` and cost it: truncated squared misses per event.
+    """Fit a clip start near ``start`` and cost it per event.
 
-    Events that land outside the ECG record say nothing and are skipped; an event inside it
-    with no R peak within ``tol`` and an R peak inside the mapped events' range with no event
-    both cost ``tol**2``, so a shift that leaves beats unexplained loses to one that doesn't.
+    ``anchored`` events should land on R peaks (R-wave times, or ED minus the emd prior);
+    they alone set the start. ``floating`` events (ES) should trail their R peak by one
+    common, unknown lag; their spread about the median lag is costed. Each cost is a squared
+    miss truncated at ``match_tol_s**2``; an anchored event with no R peak and an R peak
+    between anchored events with no event cost the full amount, an event beyond the ECG
+    record half of it (it can be neither confirmed nor refuted).
     """
-    for _ in range(2):  # match, re-centre on the matches, match again
-        mapped = events + start
+    tol = settings.match_tol_s
+    unknown_cost = tol**2 / 2
+    for _ in range(3):  # match, re-centre on the matches, repeat
+        mapped = anchored + start
         known = (mapped >= span[0]) & (mapped <= span[1])
         idx = _nearest(peaks, mapped)
         residual = mapped - peaks[idx]
         hit = known & (np.abs(residual) <= tol)
         if not hit.any():
-            return _Match(start, float("inf"), np.zeros(0))
+            return _Match(start, float("inf"), np.zeros(0), 0)
         start -= float(np.mean(residual[hit]))
-    mapped = events + start
+    mapped = anchored + start
     known = (mapped >= span[0]) & (mapped <= span[1])
     idx = _nearest(peaks, mapped)
     residual = mapped - peaks[idx]
     hit = known & (np.abs(residual) <= tol)
-    lo, hi = mapped[known].min(), mapped[known].max()
-    covered = peaks[(peaks >= lo - tol) & (peaks <= hi + tol)]
-    orphans = covered.size - np.unique(idx[hit]).size
-    n = max(int(known.sum()), 1)
-    cost = (np.sum(np.minimum(residual[known] ** 2, tol**2)) + max(orphans, 0) * tol**2) / n
-    if hit.sum() < 1:
-        cost = float("inf")
-    return _Match(start, float(cost), residual[hit])
+    lo, hi = mapped[hit].min() - tol, mapped[hit].max() + tol
+    orphans = np.count_nonzero((peaks >= lo) & (peaks <= hi)) - np.unique(idx[hit]).size
+    cost = float(np.sum(np.minimum(residual[known] ** 2, tol**2)))
+    cost += unknown_cost * np.count_nonzero(~known) + tol**2 * max(int(orphans), 0)
+    n_hits = int(hit.sum())
+    if floating.size >= 2:
+        trail = floating + start
+        prev = np.searchsorted(peaks, trail - settings.min_systole_s) - 1
+        valid = (prev >= 0) & (trail >= span[0]) & (trail <= span[1])
+        cost += unknown_cost * np.count_nonzero(~valid)
+        if valid.sum() >= 2:
+            lags = trail[valid] - peaks[prev[valid]]
+            spread = (lags - np.median(lags)) ** 2
+            # Capped lower than anchored misses: one stray ES keyframe must not outvote EDs.
+            cost += float(np.sum(np.minimum(spread, (tol / 2) ** 2)))
+            n_hits += int(np.count_nonzero(spread <= (tol / 2) ** 2))
+        else:
+            cost += (tol / 2) ** 2 * np.count_nonzero(valid)
+    n_events = anchored.size + (floating.size if floating.size >= 2 else 0)
+    return _Match(start, cost / n_events, residual[hit], n_hits)
 
 
 def _best_start(
-    events: np.ndarray,
+    anchored: np.ndarray,
+    floating: np.ndarray,
     peaks: np.ndarray,
     nominal: float,
     settings: AlignmentSettings,
     span: tuple[float, float],
 ) -> tuple[_Match | None, float]:
-    """Clip start whose mapped ``events`` best fit ``peaks``, and the match confidence.
+    """Clip start whose events best fit ``peaks``, and the confidence of that choice.
 
-    Every pairing of an event with an R peak proposes a start; starts beyond
+    Every pairing of an anchored event with an R peak proposes a start; starts beyond
     ``max_clock_offset_s`` of the nominal one are not considered.
     """
-    if events.size == 0 or peaks.size == 0:
+    if anchored.size == 0 or peaks.size == 0:
         return None, 0.0
-    proposals = (peaks[None, :] - events[:, None]).ravel()
+    proposals = (peaks[None, :] - anchored[:, None]).ravel()
     proposals = proposals[np.abs(nominal - proposals) <= settings.max_clock_offset_s]
-    if proposals.size == 0:
-        return None, 0.0
     # Proposals closer than the tolerance lead to the same fit.
-    proposals = np.unique(np.round(proposals / settings.match_tol_s))
-    proposals = proposals * settings.match_tol_s
-    matches = [_score(events, peaks, p, span, settings.match_tol_s) for p in proposals]
+    proposals = np.unique(np.round(proposals / settings.match_tol_s)) * settings.match_tol_s
+    matches = [_score(anchored, floating, peaks, p, span, settings) for p in proposals]
     matches = [
         m
         for m in matches
         if np.isfinite(m.cost)
-        and m.residuals.size >= settings.min_matches
+        and m.n_hits >= settings.min_matches
         and abs(nominal - m.start) <= settings.max_clock_offset_s
     ]
     if not matches:
@@ -229,6 +250,20 @@ def _frame_of(times: np.ndarray, t: float) -> int:
     return int(np.argmin(np.abs(times - t))) if np.isfinite(t) and times.size else -1
 
 
+def _assign(events: np.ndarray, peaks: np.ndarray, lag: float, max_dev: float) -> np.ndarray:
+    """For each R peak, the event nearest to ``peak + lag`` among those closest to it (NaN)."""
+    out = np.full(peaks.size, np.nan)
+    if events.size == 0 or peaks.size == 0:
+        return out
+    owner = _nearest(peaks, events - lag)  # each event belongs to one beat at most
+    dev = np.abs(events - lag - peaks[owner])
+    for j in np.unique(owner):
+        mine = (owner == j) & (dev <= max_dev)
+        if mine.any():
+            out[j] = events[mine][np.argmin(dev[mine])]
+    return out
+
+
 def _beats(
     peaks: np.ndarray,
     ed: np.ndarray,
@@ -241,53 +276,59 @@ def _beats(
     """One row per R peak in the clip, each with the ED and ES that belong to it."""
     dt = float(np.median(np.diff(frames))) if frames.size > 1 else 0.0
     first, end = start + frames[0], start + frames[-1] + dt
-    ed_ecg, es_ecg = np.sort(ed) + start, np.sort(es) + start
-    # The typical R->ED lag of this recording: near the prior, robust to stray keyframes.
-    lags = []
-    for r in peaks[(peaks >= first - settings.max_lag_s) & (peaks < end)]:
-        near = ed_ecg[np.abs(ed_ecg - r - settings.emd_prior_s) <= settings.max_lag_s]
-        if near.size:
-            lags.append(near[np.argmin(np.abs(near - r - settings.emd_prior_s))] - r)
-    typical = float(np.median(lags)) if lags else settings.emd_prior_s
+    # Keyframes this close to the clip ends cannot be detected, so their absence is no flaw.
+    inner = (first + 2 * dt, end - 2 * dt)
+    ed_ecg, es_ecg = ed + start, es + start
+    # The recording's typical R->ED lag (robust to stray keyframes) centres the pairing.
+    prior = _assign(ed_ecg, peaks, settings.emd_prior_s, settings.max_lag_s) - peaks
+    typical = float(np.nanmedian(prior)) if np.isfinite(prior).any() else settings.emd_prior_s
+    ed_of = _assign(ed_ecg, peaks, typical, settings.max_lag_s)
     scale = max(settings.lag_scale_s, dt)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for j, r in enumerate(peaks):
-        r_next = peaks[j + 1] if j + 1 < peaks.size else np.inf
-        near = ed_ecg[np.abs(ed_ecg - r - typical) <= settings.max_lag_s]
-        ed_t = float(near[np.argmin(np.abs(near - r - typical))]) if near.size else np.nan
+        ed_t = float(ed_of[j])
         if not (first <= r < end or np.isfinite(ed_t)):
             continue  # beats of the ECG outside the clip are not rows
+        r_next = peaks[j + 1] if j + 1 < peaks.size else np.inf
         after = ed_t if np.isfinite(ed_t) else r + settings.min_systole_s
-        cand = es_ecg[(es_ecg > after) & (es_ecg >= r + settings.min_systole_s)]
-        cand = cand[cand < r_next + typical - settings.max_lag_s / 2]
-        es_t = float(cand[0]) if cand.size else np.nan
+        systole = (es_ecg > after) & (es_ecg >= r + settings.min_systole_s)
+        systole &= es_ecg < r_next + typical - settings.max_lag_s / 2
+        es_t = float(es_ecg[systole][0]) if systole.any() else np.nan
         quality, reason = weight, "ok"
         if not np.isfinite(ed_t):
-            edge = r + typical + settings.max_lag_s >= end or r + typical < first + dt
+            expected = r + typical
+            edge = not inner[0] <= expected <= inner[1]
             quality, reason = 0.0, "edge_of_clip" if edge else "no_ed"
         else:
             deviation = (ed_t - r - typical) / scale
             quality *= float(np.exp(-0.5 * deviation**2))
-            if abs(deviation) > 2.0:
-                reason = "lag_outlier"
-            if not np.isfinite(es_t):
-                quality *= 0.5
-                reason = "no_es" if reason == "ok" else reason
-        rows.append(
+            reason = "lag_outlier" if abs(deviation) > 2.0 else reason
+        rows.append({"beat_index": j, "r_peak_s": float(r), "ed_s": ed_t, "es_s": es_t})
+        rows[-1].update(quality=quality, reason=reason)
+    es_lags = [row["es_s"] - row["r_peak_s"] for row in rows if np.isfinite(row["es_s"])]
+    typical_es = float(np.median(es_lags)) if es_lags else np.inf
+    beats = []
+    for row in rows:
+        if not np.isfinite(row["es_s"]) and np.isfinite(row["ed_s"]):
+            row["quality"] *= 0.5
+            if row["reason"] == "ok":
+                late = row["r_peak_s"] + typical_es > inner[1]
+                row["reason"] = "edge_of_clip" if late else "no_es"
+        beats.append(
             AlignedBeat(
-                beat_index=j,
-                r_peak_s=float(r),
-                ed_s=ed_t,
-                es_s=es_t,
-                ed_frame=_frame_of(frames, ed_t - start),
-                es_frame=_frame_of(frames, es_t - start),
-                lag_ed_s=ed_t - float(r),
-                lag_es_s=es_t - float(r),
-                quality=round(quality, 4),
-                reason=reason,
+                beat_index=row["beat_index"],
+                r_peak_s=row["r_peak_s"],
+                ed_s=row["ed_s"],
+                es_s=row["es_s"],
+                ed_frame=_frame_of(frames, row["ed_s"] - start),
+                es_frame=_frame_of(frames, row["es_s"] - start),
+                lag_ed_s=row["ed_s"] - row["r_peak_s"],
+                lag_es_s=row["es_s"] - row["r_peak_s"],
+                quality=round(float(row["quality"]), 4),
+                reason=row["reason"],
             )
         )
-    return tuple(rows)
+    return tuple(beats)
 
 
 def align_recording(
@@ -323,7 +364,8 @@ def align_recording(
 
     Returns:
         The alignment; ``sync_source`` is ``none`` with no beats when nothing could be
-        matched (no R peaks, no keyframes, or no consistent offset). Never raises on data.
+        matched (no R peaks in the clip, no ED keyframe paired with one, or no consistent
+        offset). Never raises on data.
 
     Example:
         >>> result = align_recording(ecg_rpeaks_s=r, ecg_start=t0, echo_start=t1,
@@ -360,18 +402,20 @@ def align_recording(
     r_wave = np.sort(r_wave[np.isfinite(r_wave)])
     match = None
     if r_wave.size >= 2:
-        match, confidence = _best_start(r_wave, peaks, nominal, settings, span)
+        match, confidence = _best_start(r_wave, np.zeros(0), peaks, nominal, settings, span)
     if match is not None:
         source, start = "dicom_r_wave", match.start
-        residual, n_matched = float(np.sqrt(np.mean(match.residuals**2))), match.residuals.size
+        residual, n_matched = float(np.sqrt(np.mean(match.residuals**2))), match.n_hits
     elif synchronized:
         source, start, residual, n_matched = "shared_clock", nominal, float("nan"), 0
     else:
-        match, confidence = _best_start(ed - settings.emd_prior_s, peaks, nominal, settings, span)
+        match, confidence = _best_start(
+            ed - settings.emd_prior_s, es, peaks, nominal, settings, span
+        )
         if match is None:
             return unaligned
         source, start, weight = "phase_match", match.start, settings.phase_match_weight
-        residual, n_matched = float(np.sqrt(np.mean(match.residuals**2))), match.residuals.size
+        residual, n_matched = float(np.sqrt(np.mean(match.residuals**2))), match.n_hits
 
     beats = _beats(peaks, ed, es, frames, start, weight * confidence, settings)
     if source == "shared_clock":
@@ -379,8 +423,8 @@ def align_recording(
         n_matched = int(lags.size)
         if lags.size:
             residual = float(np.sqrt(np.mean((lags - np.median(lags)) ** 2)))
-    if not beats:
-        return unaligned
+    if not any(np.isfinite(b.ed_s) for b in beats):
+        return unaligned  # a clock offset without a single paired keyframe aligns nothing
     dt = float(np.median(np.diff(frames))) if frames.size > 1 else 0.0
     around = peaks[(peaks >= start + frames[0] - rr) & (peaks <= start + frames[-1] + dt + rr)]
     return AlignmentResult(

@@ -40,6 +40,9 @@ class SegmentationSettings:
             chamber's core, i.e. the part never reached by contracting walls.
         max_centroid_y: chamber cores centred below this fraction of the height are atria.
         min_core_fraction: smallest core considered, as a fraction of the image area.
+        max_area_ratio: a frame whose cavity exceeds this multiple of the clip's median has
+            leaked through a wall drop-out into a neighbouring chamber; it is interpolated
+            from its neighbours (the LV's own ED/ES ratio stays below 2.5, i.e. < 1.6 x median).
     """
 
     smooth_sigma_px: float = 1.5
@@ -47,6 +50,7 @@ class SegmentationSettings:
     core_fraction: float = 0.97
     max_centroid_y: float = 0.6
     min_core_fraction: float = 0.003
+    max_area_ratio: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,8 @@ def _otsu(values: np.ndarray) -> float:
 
 def _lv_core(dark: np.ndarray, fan: np.ndarray, settings: SegmentationSettings) -> np.ndarray:
     """Mask of the LV's always-dark core, or an empty mask when no chamber is found."""
-    n, h, w = dark.shape
-    core = dark.mean(axis=0) >= settings.core_fraction
+    _, h, w = dark.shape
+    core: np.ndarray = dark.mean(axis=0) >= settings.core_fraction
     labels, count = ndimage.label(core)
     if count == 0:
         return core
@@ -194,11 +198,15 @@ def lv_area_curve(
         hits[0] = 0
         if hits.max() > 0:
             areas[k] = np.count_nonzero(labels == int(np.argmax(hits)))
+    leaked = areas > settings.max_area_ratio * np.median(areas)
+    if leaked.any() and not leaked.all():
+        frame = np.arange(n)
+        areas[leaked] = np.interp(frame[leaked], frame[~leaked], areas[~leaked])
     return areas
 
 
 def _dominant_cycle(curve: np.ndarray, fps: float, settings: KeyframeSettings) -> float:
-    """Cycle length (s) at the highest autocorrelation peak within the searched range."""
+    """Cycle length (s) from the autocorrelation of the area curve (NaN if none is found)."""
     x = curve - curve.mean()
     n = x.size
     lo = max(int(np.floor(settings.min_cycle_s * fps)), 1)
@@ -374,7 +382,7 @@ def detect_keyframes(
     if area.size < 7 or not np.all(np.isfinite(area)) or np.ptp(area) == 0:
         return Keyframes(empty, empty, *(np.zeros(0),) * 4, float("nan"), 0.0, area.copy())
     fps = 1.0 / float(np.median(np.diff(times)))
-    window = max(int(round(settings.smooth_s * fps)) | 1, 3)
+    window = max(int(round(settings.smooth_s * fps)) | 1, 7)
     smooth = signal.savgol_filter(area, min(window, area.size - 1 + area.size % 2), 2)
     cycle = _dominant_cycle(smooth, fps, settings)
     noise = _noise_sd(area)

@@ -32,11 +32,13 @@ class RPeakSettings:
 
     Attributes:
         band_hz: QRS band kept before the slope is taken.
+        t_band_hz: higher band in which the T-wave rule compares slopes.
         integration_s: moving-window integration length (about one QRS).
         refractory_s: no two beats closer than this (caps the rate at 300 bpm).
         threshold: a candidate is a beat above noise + threshold x (signal - noise) level.
         t_wave_window_s: a candidate this soon after a beat may be its T wave ...
-        t_wave_ratio: ... and is one when its slope is below this share of the beat's.
+        t_wave_ratio: ... and is one when its slope in ``t_band_hz`` is below this share of
+            the beat's.
         searchback_rr: after a gap of this many mean RRs, look again at a lower threshold.
         refine_s: half-width of the search for the R extreme around a detection.
         min_duration_s: shorter records give no beats.
@@ -44,11 +46,14 @@ class RPeakSettings:
         gate_window_s: the noise gate judges the beats of windows this long on their own.
         template_half_s: half-width of the beat shape the gate compares.
         min_template_corr: a window whose beats correlate less than this (median) with
-            their median shape holds noise, not beats.
-        max_spread: ... as does one whose beat sizes vary more than this (MAD / median).
+            the mean shape of its other beats holds noise, not beats.
+        max_spread: ... as does one whose beat sizes vary more than this (MAD / median) ...
+        min_contrast: ... or whose beats' envelope is less than this many times the
+            envelope between them.
     """
 
     band_hz: tuple[float, float] = (5.0, 20.0)
+    t_band_hz: tuple[float, float] = (10.0, 25.0)
     integration_s: float = 0.10
     refractory_s: float = 0.20
     threshold: float = 0.35
@@ -62,6 +67,7 @@ class RPeakSettings:
     template_half_s: float = 0.15
     min_template_corr: float = 0.7
     max_spread: float = 0.5
+    min_contrast: float = 2.0
 
 
 DEFAULT_SETTINGS = RPeakSettings()
@@ -106,8 +112,16 @@ def _envelopes(band: np.ndarray, fs: float, settings: RPeakSettings) -> np.ndarr
     return np.sqrt(np.maximum(power, 0.0))
 
 
-def _threshold_beats(env: np.ndarray, fs: float, settings: RPeakSettings) -> np.ndarray:
-    """Pan-Tompkins decision rules on one fused envelope; returns envelope-peak indices."""
+def _threshold_beats(
+    env: np.ndarray, sharp: np.ndarray, fs: float, settings: RPeakSettings
+) -> np.ndarray:
+    """Pan-Tompkins decision rules on one fused envelope; returns envelope-peak indices.
+
+    ``sharp`` is the same envelope in a higher band, where a tall T wave (slow slopes)
+    is much weaker than its QRS even when the two match in the detection band.
+    """
+    near = max(1, int(0.05 * fs))
+    sharp = maximum_filter1d(sharp, size=2 * near + 1)
     refractory = max(1, int(settings.refractory_s * fs))
     # zero ends let a QRS cut by the record's start or end still form a peak
     cand, _ = find_peaks(np.pad(env, 1), distance=refractory)
@@ -140,7 +154,7 @@ def _threshold_beats(env: np.ndarray, fs: float, settings: RPeakSettings) -> np.
             gap = c - beats[-1]
             t_window = max(settings.t_wave_window_s, 0.45 * np.sqrt(rr_mean / fs)) * fs
             t_wave = gap < refractory or (
-                gap < t_window and hc < settings.t_wave_ratio * beat_h[-1]
+                gap < t_window and sharp[c] < settings.t_wave_ratio * sharp[beats[-1]]
             )
             is_beat = is_beat and not t_wave
         if is_beat:
@@ -159,14 +173,19 @@ def _threshold_beats(env: np.ndarray, fs: float, settings: RPeakSettings) -> np.
     return np.asarray(sorted(beats), dtype=np.int64)
 
 
+def _away_from(n: int, beats: np.ndarray, half: int) -> np.ndarray:
+    """Mask of the samples farther than ``half`` from every beat."""
+    edges = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(edges, np.clip(beats - half, 0, n), 1)
+    np.add.at(edges, np.clip(beats + half + 1, 0, n), -1)
+    return np.cumsum(edges[:n]) == 0
+
+
 def _beat_levels(env: np.ndarray, beats: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per lead: envelope level at the beats and the contrast against the rest of the record."""
+    """Per lead: envelope level at the beats and its contrast against the rest of the record."""
     near = max(1, int(0.05 * fs))
-    at_beats = maximum_filter1d(env, size=2 * near + 1, axis=0)[beats]
-    level = np.median(at_beats, axis=0)
-    away = np.ones(env.shape[0], dtype=bool)
-    for b in beats:
-        away[max(0, b - 3 * near) : b + 3 * near + 1] = False
+    level = np.median(maximum_filter1d(env, size=2 * near + 1, axis=0)[beats], axis=0)
+    away = _away_from(env.shape[0], beats, 3 * near)
     floor = np.median(env[away], axis=0) if away.any() else np.full(env.shape[1], np.inf)
     return level, level / np.maximum(floor, 1e-12)
 
@@ -191,10 +210,13 @@ def _refine(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSett
 
 
 def _repeats(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings) -> bool:
-    """Whether the beats look alike: the median beat correlates with its window's median shape.
+    """Whether the beats look alike in shape and size.
 
-    Noise peaks aligned on their extreme share only a narrow central bump, so over a
-    +-150 ms window they correlate weakly; QRS complexes (with their ST segments) repeat.
+    Each beat is correlated with the mean of the others (leave-one-out, so two noise peaks
+    do not pass by correlating with their own average). Noise peaks aligned on their
+    extreme share only a narrow central bump, so over +-150 ms they correlate weakly; QRS
+    complexes with their ST segments repeat. Random spikes can share a shape (the filter's
+    impulse response) but not a size.
     """
     half = max(2, int(settings.template_half_s * fs))
     inside = beats[(beats >= half) & (beats < clean.shape[0] - half)]
@@ -202,28 +224,37 @@ def _repeats(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSet
         return False
     seg = clean[inside[:, None] + np.arange(-half, half + 1)[None, :]]
     seg = seg - seg.mean(axis=1, keepdims=True)
-    template = np.median(seg, axis=0)
-    corr = (
-        seg @ template / np.maximum(np.linalg.norm(seg, axis=1) * np.linalg.norm(template), 1e-12)
+    others = (seg.sum(axis=0) - seg) / (len(seg) - 1)
+    corr = np.einsum("ij,ij->i", seg, others) / np.maximum(
+        np.linalg.norm(seg, axis=1) * np.linalg.norm(others, axis=1), 1e-12
     )
-    # Beats also share a size: random spikes can share a shape (a filter's impulse
-    # response) but not an amplitude.
     size = np.abs(clean[inside])
     spread = np.median(np.abs(size - np.median(size))) / max(float(np.median(size)), 1e-12)
     return bool(np.median(corr) >= settings.min_template_corr and spread <= settings.max_spread)
 
 
 def _drop_noise_windows(
-    clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings
+    clean: np.ndarray, env: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings
 ) -> np.ndarray:
-    """Keep the beats of the windows whose beats repeat in shape and size."""
+    """Keep the beats of the windows whose beats stand out and repeat in shape and size.
+
+    Standing out (envelope at the beats over envelope between them) rejects steady periodic
+    interference such as mains hum, which repeats perfectly but has no beats.
+    """
+    n = clean.shape[0]
     span = settings.gate_window_s * fs
-    n_win = max(1, int(clean.shape[0] // span))
+    n_win = max(1, int(n // span))
     window = np.minimum((beats // span).astype(np.int64), n_win - 1)
+    sample_window = np.minimum((np.arange(n) // span).astype(np.int64), n_win - 1)
+    near = max(1, int(0.05 * fs))
+    peak = maximum_filter1d(env, size=2 * near + 1)[beats]
+    away = _away_from(n, beats, 3 * near)
     keep = np.zeros(beats.size, dtype=bool)
     for w in np.unique(window):
         mine = window == w
-        keep[mine] = _repeats(clean, beats[mine], fs, settings)
+        between = env[away & (sample_window == w)]
+        contrast = np.median(peak[mine]) / max(float(np.median(between)), 1e-12) if between.size else np.inf
+        keep[mine] = contrast >= settings.min_contrast and _repeats(clean, beats[mine], fs, settings)
     return beats[keep]
 
 
@@ -259,18 +290,24 @@ def detect_rpeaks_multilead(
         return _EMPTY
     x, band = x[:, alive], band[:, alive]
     env = _envelopes(band, fs, settings)
+    sharp = _envelopes(_bandpass(x, fs, *settings.t_band_hz), fs, settings)
     # Pass 1: every live lead at equal weight (scaled to its own top envelope).
     scale = np.maximum(np.percentile(env, 99, axis=0), 1e-12)
-    beats = _threshold_beats((env / scale).mean(axis=1), fs, settings)
+    sharp_scale = np.maximum(np.percentile(sharp, 99, axis=0), 1e-12)
+    beats = _threshold_beats(
+        (env / scale).mean(axis=1), (sharp / sharp_scale).mean(axis=1), fs, settings
+    )
     if beats.size < 2:
         return _EMPTY
+    fused = (env / scale).mean(axis=1)
     level, contrast = _beat_levels(env, beats, fs)
     if env.shape[1] > 1:
         # Pass 2: leads on which beats stand out clearly carry the fusion; noise leads drop.
         weight = np.clip((contrast - 2.0) / 4.0, 0.0, 1.0)
         if weight.sum() > 0 and not np.allclose(weight, weight[0]):
             fused = (env / np.maximum(level, 1e-12)) @ weight / weight.sum()
-            beats = _threshold_beats(fused, fs, settings)
+            fused_sharp = (sharp / sharp_scale) @ weight / weight.sum()
+            beats = _threshold_beats(fused, fused_sharp, fs, settings)
             if beats.size < 2:
                 return _EMPTY
             level, contrast = _beat_levels(env, beats, fs)
@@ -278,7 +315,7 @@ def detect_rpeaks_multilead(
     clean = _bandpass(x[:, best], fs, 0.5, 40.0)
     peaks = _refine(clean, beats, fs, settings)
     peaks = _dedupe(peaks, np.abs(clean), int(settings.refractory_s * fs))
-    peaks = _drop_noise_windows(clean, peaks, fs, settings)
+    peaks = _drop_noise_windows(clean, fused, peaks, fs, settings)
     return peaks if peaks.size >= 2 else _EMPTY
 
 
