@@ -6,12 +6,17 @@ the echo machine's clock error (``echo clock - ECG clock``). Sources of synchron
 
 * ``dicom_r_wave`` — the echo's DICOM R Wave Time Vector holds the R peaks the echo machine
   saw, clip-relative on its own clock. Sliding that sequence along the ECG's R peaks fits
-  the offset to a few milliseconds; the pattern of RR intervals tells whole-beat shifts
-  apart (a perfectly regular rhythm cannot, see :func:`align_recording`).
+  the offset to a few milliseconds.
 * ``shared_clock`` — both devices were synchronised: the offset is zero.
 * ``phase_match`` — only the echo's own keyframes: ED follows R by the electromechanical
   delay, so ED times minus a prior delay are matched to R peaks the same way. The unknown
   true delay (30-70 ms) becomes a bias of the offset of at most its spread around the prior.
+
+Every pairing of an event with an R peak proposes an offset within ``max_clock_offset_s``.
+Whole-beat shifts fit the events about equally well except for the pattern of RR intervals,
+so each proposal is also scored on how steadily the ED and ES keyframes trail their R peaks;
+in a very regular rhythm the runner-up shift stays close, which ``confidence`` reports and
+every beat's ``quality`` carries.
 
 The clip start on the ECG axis is ``(echo_start - ecg_start) - clock_offset``.
 """
@@ -73,7 +78,9 @@ class AlignedBeat:
         es_frame: index of the echo frame nearest to ES (-1 when none).
         lag_ed_s: ``ed_s - r_peak_s``.
         lag_es_s: ``es_s - r_peak_s``.
-        quality: 0 (unusable) to 1 (clean beat, offset unambiguous).
+        quality: 0 (unusable) to 1: the source's weight (phase-matched beats are capped)
+            times the offset's confidence times how well the ED lag agrees with the
+            recording's typical lag; halved without an ES.
         reason: ``ok`` or why the quality is reduced (``no_ed``, ``no_es``, ``lag_outlier``,
             ``edge_of_clip``).
     """
@@ -103,7 +110,8 @@ class AlignmentResult:
             ``dicom_r_wave``, ED lags about the prior for ``phase_match``, ED lags about
             their median for ``shared_clock``); NaN when nothing matched.
         n_matched: events that agreed with the chosen offset.
-        confidence: 0-1, how clearly the chosen offset beat the runner-up whole-beat shift.
+        confidence: 0-1, how clearly the chosen offset beat the runner-up whole-beat shift
+            (1 for ``shared_clock``).
         ecg_hr_bpm: heart rate of the ECG around the clip.
         echo_cycle_bpm: rate of the echo's own ED/ES keyframes (NaN with fewer than two).
     """
@@ -155,7 +163,7 @@ def _nearest(sorted_times: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _score(
     anchored: np.ndarray,
-    floating: np.ndarray,
+    floating: tuple[tuple[np.ndarray, float], ...],
     peaks: np.ndarray,
     start: float,
     span: tuple[float, float],
@@ -164,11 +172,12 @@ def _score(
     """Fit a clip start near ``start`` and cost it per event.
 
     ``anchored`` events should land on R peaks (R-wave times, or ED minus the emd prior);
-    they alone set the start. ``floating`` events (ES) should trail their R peak by one
-    common, unknown lag; their spread about the median lag is costed. Each cost is a squared
-    miss truncated at ``match_tol_s**2``; an anchored event with no R peak and an R peak
-    between anchored events with no event cost the full amount, an event beyond the ECG
-    record half of it (it can be neither confirmed nor refuted).
+    they alone set the start. Each ``floating`` group (ED or ES times with the least lag they
+    can have after their R peak) should trail its R peaks by one common, unknown lag; the
+    spread of the lags about their median is costed. Costs are squared misses truncated at
+    ``match_tol_s**2``: an anchored event with no R peak and an R peak between anchored
+    events with no event cost the full amount, an event beyond the ECG record half of it
+    (it can be neither confirmed nor refuted).
     """
     tol = settings.match_tol_s
     unknown_cost = tol**2 / 2
@@ -190,27 +199,30 @@ def _score(
     orphans = np.count_nonzero((peaks >= lo) & (peaks <= hi)) - np.unique(idx[hit]).size
     cost = float(np.sum(np.minimum(residual[known] ** 2, tol**2)))
     cost += unknown_cost * np.count_nonzero(~known) + tol**2 * max(int(orphans), 0)
-    n_hits = int(hit.sum())
-    if floating.size >= 2:
-        trail = floating + start
-        prev = np.searchsorted(peaks, trail - settings.min_systole_s) - 1
+    n_hits, n_events = int(hit.sum()), anchored.size
+    # Capped lower than anchored misses: one stray keyframe must not outvote the anchors.
+    cap = (tol / 2) ** 2
+    for events, min_lag in floating:
+        if events.size < 2:
+            continue
+        n_events += events.size
+        trail = events + start
+        prev = np.searchsorted(peaks, trail - min_lag, side="right") - 1
         valid = (prev >= 0) & (trail >= span[0]) & (trail <= span[1])
         cost += unknown_cost * np.count_nonzero(~valid)
-        if valid.sum() >= 2:
-            lags = trail[valid] - peaks[prev[valid]]
-            spread = (lags - np.median(lags)) ** 2
-            # Capped lower than anchored misses: one stray ES keyframe must not outvote EDs.
-            cost += float(np.sum(np.minimum(spread, (tol / 2) ** 2)))
-            n_hits += int(np.count_nonzero(spread <= (tol / 2) ** 2))
-        else:
-            cost += (tol / 2) ** 2 * np.count_nonzero(valid)
-    n_events = anchored.size + (floating.size if floating.size >= 2 else 0)
+        if valid.sum() < 2:
+            cost += cap * np.count_nonzero(valid)
+            continue
+        lags = trail[valid] - peaks[prev[valid]]
+        spread = (lags - np.median(lags)) ** 2
+        cost += float(np.sum(np.minimum(spread, cap)))
+        n_hits += int(np.count_nonzero(spread <= cap))
     return _Match(start, cost / n_events, residual[hit], n_hits)
 
 
 def _best_start(
     anchored: np.ndarray,
-    floating: np.ndarray,
+    floating: tuple[tuple[np.ndarray, float], ...],
     peaks: np.ndarray,
     nominal: float,
     settings: AlignmentSettings,
@@ -400,9 +412,12 @@ def align_recording(
     weight, confidence = 1.0, 1.0
     r_wave = np.asarray(dicom_r_wave_s if dicom_r_wave_s is not None else [], dtype=np.float64)
     r_wave = np.sort(r_wave[np.isfinite(r_wave)])
+    # Keyframes also tell whole-beat shifts apart: each trails its R peak by a steady lag,
+    # and the beats they cover can reach past the R waves of the clip.
+    floating = ((ed, -settings.max_lag_s / 2), (es, settings.min_systole_s))
     match = None
     if r_wave.size >= 2:
-        match, confidence = _best_start(r_wave, np.zeros(0), peaks, nominal, settings, span)
+        match, confidence = _best_start(r_wave, floating, peaks, nominal, settings, span)
     if match is not None:
         source, start = "dicom_r_wave", match.start
         residual, n_matched = float(np.sqrt(np.mean(match.residuals**2))), match.n_hits
@@ -410,7 +425,7 @@ def align_recording(
         source, start, residual, n_matched = "shared_clock", nominal, float("nan"), 0
     else:
         match, confidence = _best_start(
-            ed - settings.emd_prior_s, es, peaks, nominal, settings, span
+            ed - settings.emd_prior_s, floating[1:], peaks, nominal, settings, span
         )
         if match is None:
             return unaligned

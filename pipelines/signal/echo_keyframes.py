@@ -58,7 +58,9 @@ class KeyframeSettings:
     """Knobs of the ED/ES detection on an LV area curve.
 
     Attributes:
-        smooth_s: Savitzky-Golay window (seconds) of the curve used to find candidates.
+        smooth_frames: Savitzky-Golay window (frames) of the curve used to find candidates;
+            they only need to land within ``search_frames`` of a keyframe, since the timing
+            itself is fitted on the raw curve.
         min_cycle_s: shortest cardiac cycle searched for (200 bpm).
         max_cycle_s: longest cardiac cycle searched for (35 bpm).
         min_swing: smallest rise/fall that separates an ED from an ES, as a fraction of the
@@ -71,19 +73,23 @@ class KeyframeSettings:
             extends the forward search to where the curve leaves the candidate's value by
             this many noise standard deviations.
         plateau_max_s: longest forward extension in seconds.
+        min_ejection: across the fit window a keyframe's ejection side (after ED, before
+            ES) must fall by this fraction of ``min_swing``, which pins ED to the end of a
+            flat top rather than its start.
         iterations: alternations of shared-shape fit and per-beat timing.
         edge_frames: keyframes this close to either end of the clip are dropped.
     """
 
-    smooth_s: float = 0.06
+    smooth_frames: int = 7
     min_cycle_s: float = 0.3
     max_cycle_s: float = 1.7
     min_swing: float = 0.25
     fit_cycles: float = 0.2
     fit_max_s: float = 0.14
     search_frames: float = 1.5
-    plateau_noise: float = 1.5
-    plateau_max_s: float = 0.25
+    plateau_noise: float = 2.5
+    plateau_max_s: float = 0.4
+    min_ejection: float = 0.25
     iterations: int = 3
     edge_frames: int = 1
 
@@ -276,19 +282,28 @@ def _noise_sd(curve: np.ndarray) -> float:
 def _kink_basis(x: np.ndarray, t0: float, width: float) -> np.ndarray:
     """Shape functions of a curve falling away from ``t0`` on both sides.
 
-    Per side ``u**2 - 2/3 u**3`` and ``u**3`` (``u`` = distance / ``width``): non-negative
-    combinations of the two are exactly the cubics that start flat at ``t0`` and never turn
-    back within the window, so a non-negative least-squares fit cannot bend into noise.
+    Per side ``u**2`` and ``u**2 - 2/3 u**3`` (``u`` = distance / ``width``): non-negative
+    combinations of the two start flat at ``t0`` with some curvature, may level off, and never
+    turn back within the window. So a non-negative least-squares fit can neither bend into
+    noise nor slide the kink along a plateau (a shape that stays flat after ``t0`` and only
+    then falls is not in the family).
     """
     left = np.clip((t0 - x) / width, 0.0, None)
     right = np.clip((x - t0) / width, 0.0, None)
     return np.stack(
-        [left**2 - left**3 * (2 / 3), left**3, right**2 - right**3 * (2 / 3), right**3], axis=1
+        [left**2, left**2 - left**3 * (2 / 3), right**2, right**2 - right**3 * (2 / 3)], axis=1
     )
 
 
-def _kink_cost(y: np.ndarray, t0: float, width: float, shape: np.ndarray | None) -> float:
-    """Mean squared residual of the kink model at ``t0`` (own shape when ``shape`` is None)."""
+def _kink_cost(
+    y: np.ndarray, t0: float, width: float, shape: np.ndarray | None, ejection: slice, drop: float
+) -> float:
+    """Mean squared residual of the kink model at ``t0``.
+
+    With ``shape`` None the beat gets its own shape, which must fall by at least ``drop``
+    across the window on the ``ejection`` side (its basis columns): ED opens and ES closes
+    the ejection, so a flat top's far corner (end of filling) is no keyframe.
+    """
     x = np.arange(y.size, dtype=np.float64)
     inside = np.abs(x - t0) <= width
     if inside.sum() < 4:
@@ -298,7 +313,27 @@ def _kink_cost(y: np.ndarray, t0: float, width: float, shape: np.ndarray | None)
     yy = y[inside] - y[inside].mean()
     if shape is None:
         shape, _ = optimize.nnls(basis, -yy)
+        coef = shape[ejection]
+        if coef[0] + coef[1] / 3.0 < drop:  # the side's fall at the window edge
+            return float("inf")
     return float(np.mean((yy + basis @ shape) ** 2))
+
+
+def _best_offset(
+    y: np.ndarray,
+    c: float,
+    offsets: np.ndarray,
+    width: float,
+    shape: np.ndarray | None,
+    ejection: slice,
+    drop: float,
+) -> float | None:
+    """The offset from ``c`` (within the clip) with the lowest kink cost, None if none fits."""
+    offsets = offsets[(c + offsets >= 0) & (c + offsets <= y.size - 1)]
+    costs = [_kink_cost(y, c + o, width, shape, ejection, drop) for o in offsets]
+    if not costs or not np.isfinite(np.min(costs)):
+        return None
+    return float(offsets[int(np.argmin(costs))])
 
 
 def _fit_kinks(
@@ -306,23 +341,28 @@ def _fit_kinks(
     candidates: np.ndarray,
     reach: np.ndarray,
     width: float,
+    ejection: slice,
+    drop: float,
     settings: KeyframeSettings,
 ) -> np.ndarray:
     """Sub-frame keyframe positions (in frames) of the maxima of ``y`` near ``candidates``.
 
     Alternates a per-beat timing search with a fit of one shape to all beats, so that the
     steep flanks of every beat inform the shape and the flat tops no longer decide timing.
+    ``ejection`` and ``drop`` are passed to :func:`_kink_cost` for the first, per-beat pass.
     """
     positions = candidates.astype(np.float64)
     step = 0.05
     shape: np.ndarray | None = None
     for it in range(settings.iterations + 1):
         for k, (c, ahead) in enumerate(zip(candidates, reach, strict=True)):
-            offsets = np.arange(-settings.search_frames, ahead + step / 2, step)
-            offsets = offsets[(c + offsets >= 0) & (c + offsets <= y.size - 1)]
-            costs = [_kink_cost(y, c + o, width, shape) for o in offsets]
-            if costs and np.isfinite(np.min(costs)):
-                positions[k] = c + offsets[int(np.argmin(costs))]
+            # Coarse to fine: quarter frames over the whole range, then 0.05 frame steps.
+            coarse = np.arange(-settings.search_frames, ahead + step / 2, 5 * step)
+            best = _best_offset(y, c, coarse, width, shape, ejection, drop)
+            if best is not None:
+                fine = best + np.arange(-4, 5) * step
+                refined = _best_offset(y, c, fine, width, shape, ejection, drop)
+                positions[k] = c + (best if refined is None else refined)
         if it == settings.iterations:
             break
         x = np.arange(y.size, dtype=np.float64)
@@ -355,8 +395,10 @@ def detect_keyframes(
 ) -> Keyframes:
     """Find end-diastole (area maxima) and end-systole (area minima) frames.
 
-    Candidates are the alternating turning points of a lightly smoothed curve; each is then
-    timed to sub-frame precision by :func:`_fit_kinks` on the raw curve.
+    Candidates are the alternating turning points of a smoothed curve; each is then timed to
+    sub-frame precision by :func:`_fit_kinks` on the raw curve. A flat top extends the search
+    forward, because ED is where ejection starts, not where filling ends. Keyframes on the
+    first or last ``edge_frames`` frames are dropped (their far flank is outside the clip).
 
     Args:
         area: LV area per frame (any unit), e.g. from :func:`lv_area_curve`.
@@ -382,21 +424,24 @@ def detect_keyframes(
     if area.size < 7 or not np.all(np.isfinite(area)) or np.ptp(area) == 0:
         return Keyframes(empty, empty, *(np.zeros(0),) * 4, float("nan"), 0.0, area.copy())
     fps = 1.0 / float(np.median(np.diff(times)))
-    window = max(int(round(settings.smooth_s * fps)) | 1, 7)
-    smooth = signal.savgol_filter(area, min(window, area.size - 1 + area.size % 2), 2)
+    window = min(settings.smooth_frames | 1, area.size - 1 + area.size % 2)
+    smooth = signal.savgol_filter(area, window, 2)
     cycle = _dominant_cycle(smooth, fps, settings)
     noise = _noise_sd(area)
     lo, hi = np.percentile(smooth, [5, 95])
-    ed_cand, es_cand = _turning_points(smooth, settings.min_swing * max(hi - lo, 1e-9))
-    width = max(settings.fit_cycles * (cycle if np.isfinite(cycle) else 0.8), 0.0)
+    delta = settings.min_swing * max(hi - lo, 1e-9)
+    ed_cand, es_cand = _turning_points(smooth, delta)
+    width = settings.fit_cycles * (cycle if np.isfinite(cycle) else 0.8)  # 75 bpm if unknown
     width = max(min(width, settings.fit_max_s) * fps, 2.5)
     limit = int(settings.plateau_max_s * fps)
     tolerance = settings.plateau_noise * noise
     found = []
-    for sign, cand in ((1.0, ed_cand), (-1.0, es_cand)):
+    drop = settings.min_ejection * delta
+    # Ejection follows ED (right-hand basis columns) and precedes ES (left-hand ones).
+    for sign, cand, ejection in ((1.0, ed_cand, slice(2, 4)), (-1.0, es_cand, slice(0, 2))):
         reach = _plateau_reach(sign * smooth, cand, tolerance, limit)
         reach = np.maximum(reach, settings.search_frames)
-        pos = _fit_kinks(sign * area, cand, reach, width, settings)
+        pos = _fit_kinks(sign * area, cand, reach, width, ejection, drop, settings)
         idx = np.clip(np.round(pos).astype(np.int64), 0, area.size - 1)
         keep = (idx >= settings.edge_frames) & (idx < area.size - settings.edge_frames)
         idx, pos = idx[keep], pos[keep]

@@ -49,7 +49,8 @@ class RPeakSettings:
             the mean shape of its other beats holds noise, not beats.
         max_spread: ... as does one whose beat sizes vary more than this (MAD / median) ...
         min_contrast: ... or whose beats' envelope is less than this many times the
-            envelope between them.
+            envelope between them ...
+        max_hf_ratio: ... or whose peaks are mostly above 40 Hz (spikes, not QRS).
     """
 
     band_hz: tuple[float, float] = (5.0, 20.0)
@@ -68,6 +69,7 @@ class RPeakSettings:
     min_template_corr: float = 0.7
     max_spread: float = 0.5
     min_contrast: float = 2.0
+    max_hf_ratio: float = 0.8
 
 
 DEFAULT_SETTINGS = RPeakSettings()
@@ -109,7 +111,7 @@ def _envelopes(band: np.ndarray, fs: float, settings: RPeakSettings) -> np.ndarr
     slope = np.gradient(band, axis=0) * fs
     width = max(1, int(round(settings.integration_s * fs)))
     power = uniform_filter1d(slope**2, size=width, axis=0, mode="nearest")
-    return np.sqrt(np.maximum(power, 0.0))
+    return np.asarray(np.sqrt(np.maximum(power, 0.0)))
 
 
 def _threshold_beats(
@@ -178,7 +180,7 @@ def _away_from(n: int, beats: np.ndarray, half: int) -> np.ndarray:
     edges = np.zeros(n + 1, dtype=np.int64)
     np.add.at(edges, np.clip(beats - half, 0, n), 1)
     np.add.at(edges, np.clip(beats + half + 1, 0, n), -1)
-    return np.cumsum(edges[:n]) == 0
+    return np.asarray(np.cumsum(edges[:n]) == 0)
 
 
 def _beat_levels(env: np.ndarray, beats: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -234,14 +236,24 @@ def _repeats(clean: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSet
 
 
 def _drop_noise_windows(
-    clean: np.ndarray, env: np.ndarray, beats: np.ndarray, fs: float, settings: RPeakSettings
+    beats: np.ndarray,
+    *,
+    high: np.ndarray,
+    clean: np.ndarray,
+    env: np.ndarray,
+    fs: float,
+    settings: RPeakSettings,
 ) -> np.ndarray:
     """Keep the beats of the windows whose beats stand out and repeat in shape and size.
 
     Standing out (envelope at the beats over envelope between them) rejects steady periodic
-    interference such as mains hum, which repeats perfectly but has no beats.
+    interference such as mains hum, which repeats perfectly but has no beats. A QRS keeps
+    most of its peak below 40 Hz; a one-sample spike (electrode pop) does not.
     """
     n = clean.shape[0]
+    h = max(1, int(0.02 * fs))
+    idx = np.clip(beats[:, None] + np.arange(-h, h + 1)[None, :], 0, n - 1)
+    hf_ratio = np.abs(high)[idx].max(axis=1) / np.maximum(np.abs(clean[idx]).max(axis=1), 1e-12)
     span = settings.gate_window_s * fs
     n_win = max(1, int(n // span))
     window = np.minimum((beats // span).astype(np.int64), n_win - 1)
@@ -253,8 +265,16 @@ def _drop_noise_windows(
     for w in np.unique(window):
         mine = window == w
         between = env[away & (sample_window == w)]
-        contrast = np.median(peak[mine]) / max(float(np.median(between)), 1e-12) if between.size else np.inf
-        keep[mine] = contrast >= settings.min_contrast and _repeats(clean, beats[mine], fs, settings)
+        contrast = (
+            np.median(peak[mine]) / max(float(np.median(between)), 1e-12)
+            if between.size
+            else np.inf
+        )
+        keep[mine] = (
+            contrast >= settings.min_contrast
+            and np.median(hf_ratio[mine]) <= settings.max_hf_ratio
+            and _repeats(clean, beats[mine], fs, settings)
+        )
     return beats[keep]
 
 
@@ -315,7 +335,8 @@ def detect_rpeaks_multilead(
     clean = _bandpass(x[:, best], fs, 0.5, 40.0)
     peaks = _refine(clean, beats, fs, settings)
     peaks = _dedupe(peaks, np.abs(clean), int(settings.refractory_s * fs))
-    peaks = _drop_noise_windows(clean, fused, peaks, fs, settings)
+    high = sosfiltfilt(butter(2, 40.0, btype="highpass", fs=fs, output="sos"), x[:, best])
+    peaks = _drop_noise_windows(peaks, high=high, clean=clean, env=fused, fs=fs, settings=settings)
     return peaks if peaks.size >= 2 else _EMPTY
 
 

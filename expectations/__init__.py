@@ -1,0 +1,1 @@
+"""expectations stage (built by a later issue; see ../shared/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""training stage (built by a later issue; see ../shared/ARCHITECTURE.md)."""
