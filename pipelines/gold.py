@@ -47,8 +47,8 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
     for pair in pairs.to_dict("records"):
         fs = float(pair["fs"])
         times = np.asarray(pair["frame_times_s"], dtype=float)
-        ed = times[np.asarray(pair["ed_frames"], dtype=int)]
-        es = times[np.asarray(pair["es_frames"], dtype=int)]
+        ed = np.asarray(pair["ed_times_s"], dtype=float)
+        es = np.asarray(pair["es_times_s"], dtype=float)
         r_wave = pair["r_wave_times_s"]
         result = align_recording(
             ecg_rpeaks_s=np.asarray(pair["rpeaks"], dtype=float) / fs,
@@ -59,6 +59,7 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
             echo_frame_times_s=times,
             dicom_r_wave_s=None if r_wave is None else np.asarray(r_wave, dtype=float),
             synchronized=bool(pair["synchronized"]),
+            ecg_duration_s=float(pair["duration_s"]),
             settings=settings,
         )
         for beat in result.beats:
@@ -111,8 +112,8 @@ def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame
         F.col("patient_key").alias("_p"),
         F.col("acquisition_time").alias("echo_time"),
         "frame_times_s",
-        "ed_frames",
-        "es_frames",
+        "ed_times_s",
+        "es_times_s",
         "r_wave_times_s",
         "synchronized",
     )

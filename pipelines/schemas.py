@@ -166,6 +166,8 @@ ECHO = _struct(
     ("lv_area", _FLOATS),  # LV cavity area per frame (pixels at size x size)
     ("ed_frames", ArrayType(_I)),
     ("es_frames", ArrayType(_I)),
+    ("ed_times_s", ArrayType(_D)),  # sub-frame refined keyframe times (alignment uses these)
+    ("es_times_s", ArrayType(_D)),
     ("r_wave_times_s", ArrayType(_D)),  # (0018,6060) when present
     ("synchronized", _B),
     ("quality_flags", ArrayType(_S)),  # e.g. no_lv_found: no keyframes could be measured

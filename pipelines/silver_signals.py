@@ -109,10 +109,12 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
         area = lv_area_curve(frames)
         keys = detect_keyframes(area, clip.frame_times_s)
         ed, es = keys.ed_idx.astype(np.int32), keys.es_idx.astype(np.int32)
+        ed_s, es_s = np.asarray(keys.ed_s, float), np.asarray(keys.es_s, float)
     except ValueError:
         # not every clip shows a segmentable LV (other views, colour Doppler, 2 frames):
         # keep the clip for pretraining, flag it, and leave alignment nothing to match
         area, ed, es = None, empty, empty
+        ed_s = es_s = np.empty(0, dtype=float)
         flags.append("no_lv_found")
     if area is not None and ed.size == 0:
         flags.append("no_keyframes")
@@ -128,6 +130,8 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
         "lv_area": None if area is None else np.asarray(area, dtype=np.float32),
         "ed_frames": ed,
         "es_frames": es,
+        "ed_times_s": ed_s,
+        "es_times_s": es_s,
         "r_wave_times_s": None
         if clip.r_wave_times_s is None
         else np.asarray(clip.r_wave_times_s, float),

@@ -1,1 +1,1 @@
-"""Per-recording signal processing: R peaks, echo keyframes and ECG/echo alignment."""
+"""Per-recording signal processing: WFDB reading, R peaks, echo keyframes and alignment."""

@@ -77,6 +77,9 @@ class KeyframeSettings:
             ES) must fall by this fraction of ``min_swing``, which pins ED to the end of a
             flat top rather than its start.
         iterations: alternations of shared-shape fit and per-beat timing.
+        edge_noise: a keyframe within a few frames of a clip end is reported only if the
+            frames between it and the end have changed by this many noise standard
+            deviations (as the clip's shared shape predicts), i.e. the next phase has begun.
         edge_frames: keyframes this close to either end of the clip are dropped.
     """
 
@@ -91,6 +94,7 @@ class KeyframeSettings:
     plateau_max_s: float = 0.4
     min_ejection: float = 0.25
     iterations: int = 3
+    edge_noise: float = 3.0
     edge_frames: int = 1
 
 
@@ -344,12 +348,13 @@ def _fit_kinks(
     ejection: slice,
     drop: float,
     settings: KeyframeSettings,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Sub-frame keyframe positions (in frames) of the maxima of ``y`` near ``candidates``.
 
     Alternates a per-beat timing search with a fit of one shape to all beats, so that the
     steep flanks of every beat inform the shape and the flat tops no longer decide timing.
     ``ejection`` and ``drop`` are passed to :func:`_kink_cost` for the first, per-beat pass.
+    Returns the positions and the shared shape (None without candidates).
     """
     positions = candidates.astype(np.float64)
     step = 0.05
@@ -372,8 +377,44 @@ def _fit_kinks(
             basis = _kink_basis(x[inside], t0, width)
             blocks.append(basis - basis.mean(axis=0))
             targets.append(y[inside] - y[inside].mean())
-        shape, _ = optimize.nnls(np.vstack(blocks), -np.concatenate(targets))
-    return positions
+        if blocks:
+            shape, _ = optimize.nnls(np.vstack(blocks), -np.concatenate(targets))
+    return positions, shape
+
+
+def _edge_kink(
+    y: np.ndarray,
+    shape: np.ndarray,
+    width: float,
+    search: tuple[float, float],
+    outer: float,
+    min_change: float,
+) -> float | None:
+    """A keyframe near a clip end, timed with the clip's shared shape, or None.
+
+    The search runs past the clip end, and a kink inside the clip counts only if the shape
+    predicts the curve to have moved by ``min_change`` between the kink and the clip end:
+    the frames beyond the keyframe must show that the next phase has begun. ``outer`` is
+    the clip's first or last frame index.
+    """
+    offsets = np.arange(search[0], search[1] + 1e-9, 0.05)
+    x = np.arange(y.size, dtype=np.float64)
+    costs = []
+    for t0 in offsets:
+        inside = np.abs(x - t0) <= width
+        if inside.sum() < 4:
+            costs.append(np.inf)
+            continue
+        basis = _kink_basis(x[inside], t0, width)
+        model = -(basis - basis.mean(axis=0)) @ shape
+        costs.append(float(np.mean((y[inside] - y[inside].mean() - model) ** 2)))
+    if not np.isfinite(np.min(costs)):
+        return None
+    best = float(offsets[int(np.argmin(costs))])
+    # The shape's change from the kink to the clip end (no further than the window).
+    end = float(np.clip(outer, best - width, best + width))
+    change = float(_kink_basis(np.array([end]), best, width)[0] @ shape)
+    return best if 0.0 <= best <= y.size - 1 and change >= min_change else None
 
 
 def _plateau_reach(smooth: np.ndarray, idx: np.ndarray, tolerance: float, limit: int) -> np.ndarray:
@@ -385,6 +426,51 @@ def _plateau_reach(smooth: np.ndarray, idx: np.ndarray, tolerance: float, limit:
             j += 1
         reach[k] = j - c + 1.0
     return reach
+
+
+def _complete_edges(
+    area: np.ndarray,
+    smooth: np.ndarray,
+    positions: list[list[float]],
+    shapes: list[np.ndarray | None],
+    width: float,
+    delta: float,
+    noise: float,
+    settings: KeyframeSettings,
+) -> None:
+    """Add the ED or ES that sits within a few frames of a clip end, if the data show one.
+
+    The turning-point walk needs a flank on both sides, which a keyframe in the first or
+    last frames lacks. When the curve between the clip end and the outermost keyframe has
+    swung fully (so the next keyframe is due), that keyframe is timed with the shape its
+    kind shares across the clip, searching up to the frames beyond the end.
+    """
+    kinds = sorted((p, k) for k in (0, 1) for p in positions[k])  # 0 = ED, 1 = ES
+    if not kinds:
+        return
+    n, reach = area.size, 3.0 + settings.search_frames
+    for at_end in (True, False):
+        pos, kind = kinds[-1] if at_end else kinds[0]
+        want = 1 - kind
+        shape = shapes[want]
+        if shape is None:
+            continue
+        sign = 1.0 if want == 0 else -1.0
+        part = sign * (smooth[int(np.ceil(pos)) :] if at_end else smooth[: int(pos) + 1])
+        if part.size < 3:
+            continue
+        # The curve must have swung from the known keyframe toward the missing one.
+        swing = part.max() - (part[0] if at_end else part[-1])
+        if swing < delta:
+            continue
+        peak = (int(np.ceil(pos)) if at_end else 0) + int(np.argmax(part))
+        if at_end:
+            search, outer = (peak - settings.search_frames, n - 1 + reach), n - 1.0
+        else:
+            search, outer = (-reach, peak + settings.search_frames), 0.0
+        t0 = _edge_kink(sign * area, shape, width, search, outer, settings.edge_noise * noise)
+        if t0 is not None and abs(t0 - pos) > width:
+            positions[want].append(t0)
 
 
 def detect_keyframes(
@@ -435,13 +521,19 @@ def detect_keyframes(
     width = max(min(width, settings.fit_max_s) * fps, 2.5)
     limit = int(settings.plateau_max_s * fps)
     tolerance = settings.plateau_noise * noise
-    found = []
     drop = settings.min_ejection * delta
+    fits = []
     # Ejection follows ED (right-hand basis columns) and precedes ES (left-hand ones).
     for sign, cand, ejection in ((1.0, ed_cand, slice(2, 4)), (-1.0, es_cand, slice(0, 2))):
         reach = _plateau_reach(sign * smooth, cand, tolerance, limit)
         reach = np.maximum(reach, settings.search_frames)
-        pos = _fit_kinks(sign * area, cand, reach, width, ejection, drop, settings)
+        fits.append(_fit_kinks(sign * area, cand, reach, width, ejection, drop, settings))
+    positions = [list(fits[0][0]), list(fits[1][0])]
+    shapes = [fits[0][1], fits[1][1]]
+    _complete_edges(area, smooth, positions, shapes, width, delta, noise, settings)
+    found = []
+    for pos_list in positions:
+        pos = np.sort(np.asarray(pos_list, dtype=np.float64))
         idx = np.clip(np.round(pos).astype(np.int64), 0, area.size - 1)
         keep = (idx >= settings.edge_frames) & (idx < area.size - settings.edge_frames)
         idx, pos = idx[keep], pos[keep]

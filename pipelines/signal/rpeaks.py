@@ -73,6 +73,8 @@ class RPeakSettings:
 
 
 DEFAULT_SETTINGS = RPeakSettings()
+#: Slowest sampling rate accepted: a QRS lasts 80-180 ms and its energy sits at 5-25 Hz.
+MIN_FS = 50.0
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
@@ -172,7 +174,14 @@ def _threshold_beats(
             npk = 0.125 * hc + 0.875 * npk
             if not t_wave:  # a T wave must not come back as a missed beat
                 last_noise.append(c)
-    return np.asarray(sorted(beats), dtype=np.int64)
+    out = np.asarray(sorted(beats), dtype=np.int64)
+    # The first "beat" may be the T wave of a beat cut off by the record's start, which the
+    # T-wave rule cannot catch because that beat was never seen.
+    t_window = max(settings.t_wave_window_s, 0.45 * np.sqrt(rr_mean / fs)) * fs
+    if out.size > 2 and out[0] < t_window:
+        if sharp[out[0]] < settings.t_wave_ratio * np.median(sharp[out[1:]]):
+            out = out[1:]
+    return out
 
 
 def _away_from(n: int, beats: np.ndarray, half: int) -> np.ndarray:
@@ -278,64 +287,88 @@ def _drop_noise_windows(
     return beats[keep]
 
 
+def _detect_fused(
+    x: np.ndarray, fs: float, settings: RPeakSettings
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Envelope-peak beats of the live leads, the fused envelope and the clearest lead."""
+    band = _bandpass(x, fs, *settings.band_hz)
+    env = _envelopes(band, fs, settings)
+    sharp = _envelopes(_bandpass(x, fs, *settings.t_band_hz), fs, settings)
+    # Pass 1: every lead at equal weight, each scaled to its own top envelope.
+    scale = np.maximum(np.percentile(env, 99, axis=0), 1e-12)
+    sharp = sharp / np.maximum(np.percentile(sharp, 99, axis=0), 1e-12)
+    fused = (env / scale).mean(axis=1)
+    beats = _threshold_beats(fused, sharp.mean(axis=1), fs, settings)
+    if beats.size < 2:
+        return _EMPTY, fused, 0
+    level, contrast = _beat_levels(env, beats, fs)
+    weight = np.clip((contrast - 2.0) / 4.0, 0.0, 1.0)
+    if weight.sum() > 0 and not np.allclose(weight, weight[0]):
+        # Pass 2: leads on which the beats stand out carry the fusion; noisy leads drop out.
+        fused = (env / np.maximum(level, 1e-12)) @ weight / weight.sum()
+        beats = _threshold_beats(fused, sharp @ weight / weight.sum(), fs, settings)
+        if beats.size < 2:
+            return _EMPTY, fused, 0
+        level, contrast = _beat_levels(env, beats, fs)
+    # the lead whose beats stand out most, preferring large ones, places the R peaks
+    best = int(np.argmax(contrast * np.sqrt(level / level.max())))
+    return beats, fused, best
+
+
 def detect_rpeaks_multilead(
     signals_mv: np.ndarray, fs: float, *, settings: RPeakSettings = DEFAULT_SETTINGS
 ) -> np.ndarray:
     """R-peak sample indices of a recording, fusing all of its leads.
 
+    Leads that are flat are ignored and leads on which beats do not stand out are
+    down-weighted, so one dead or noisy electrode does not hide the QRS.
+
     Args:
         signals_mv: ``(n_samples, n_leads)`` millivolts (a 1-D array is one lead). NaNs
             count as gaps.
-        fs: sampling rate in Hz.
+        fs: sampling rate in Hz (at least 50).
         settings: detector parameters.
 
     Returns:
-        Sorted, unique int64 sample indices at ``fs``; empty for records shorter than
-        ``settings.min_duration_s``, flat lines and noise.
+        Sorted, unique int64 sample indices at ``fs``, each on the R extreme (the lead's
+        dominant polarity) of the clearest lead; empty for records shorter than
+        ``settings.min_duration_s``, flat lines and noise, and no beats inside stretches
+        of noise.
+
+    Raises:
+        ValueError: if ``fs`` is below 50 Hz (too slow to resolve a QRS) or the array has
+            more than two dimensions.
 
     Example:
-        >>> peaks = detect_rpeaks_multilead(record.signals_mv, record.fs)
-        >>> heart_rate_bpm = 60 * fs / np.median(np.diff(peaks))
+        >>> peaks = detect_rpeaks_multilead(signals_mv, 500.0)
+        >>> heart_rate_bpm = 60 * 500.0 / np.median(np.diff(peaks))
     """
+    if not fs >= MIN_FS:
+        raise ValueError(f"fs must be at least {MIN_FS:g} Hz to resolve a QRS, got {fs}")
     x = np.asarray(signals_mv, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2 or fs <= 0 or x.shape[0] < settings.min_duration_s * fs:
+    if x.ndim != 2:
+        raise ValueError(f"expected (n_samples, n_leads) or (n_samples,), got shape {x.shape}")
+    if x.shape[0] < settings.min_duration_s * fs or x.shape[1] == 0:
         return _EMPTY
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     x = x - np.median(x, axis=0)
-    band = _bandpass(x, fs, *settings.band_hz)
-    alive = np.percentile(np.abs(band), 99, axis=0) >= settings.min_lead_mv
-    if not alive.any():
+    alive = np.percentile(np.abs(_bandpass(x, fs, *settings.band_hz)), 99, axis=0)
+    x = x[:, alive >= settings.min_lead_mv]
+    if x.shape[1] == 0:
         return _EMPTY
-    x, band = x[:, alive], band[:, alive]
-    env = _envelopes(band, fs, settings)
-    sharp = _envelopes(_bandpass(x, fs, *settings.t_band_hz), fs, settings)
-    # Pass 1: every live lead at equal weight (scaled to its own top envelope).
-    scale = np.maximum(np.percentile(env, 99, axis=0), 1e-12)
-    sharp_scale = np.maximum(np.percentile(sharp, 99, axis=0), 1e-12)
-    beats = _threshold_beats(
-        (env / scale).mean(axis=1), (sharp / sharp_scale).mean(axis=1), fs, settings
-    )
+    beats, fused, best = _detect_fused(x, fs, settings)
     if beats.size < 2:
         return _EMPTY
-    fused = (env / scale).mean(axis=1)
-    level, contrast = _beat_levels(env, beats, fs)
-    if env.shape[1] > 1:
-        # Pass 2: leads on which beats stand out clearly carry the fusion; noise leads drop.
-        weight = np.clip((contrast - 2.0) / 4.0, 0.0, 1.0)
-        if weight.sum() > 0 and not np.allclose(weight, weight[0]):
-            fused = (env / np.maximum(level, 1e-12)) @ weight / weight.sum()
-            fused_sharp = (sharp / sharp_scale) @ weight / weight.sum()
-            beats = _threshold_beats(fused, fused_sharp, fs, settings)
-            if beats.size < 2:
-                return _EMPTY
-            level, contrast = _beat_levels(env, beats, fs)
-    best = int(np.argmax(contrast * np.minimum(level / level.max(), 1.0) ** 0.5))
     clean = _bandpass(x[:, best], fs, 0.5, 40.0)
-    peaks = _refine(clean, beats, fs, settings)
-    peaks = _dedupe(peaks, np.abs(clean), int(settings.refractory_s * fs))
-    high = sosfiltfilt(butter(2, 40.0, btype="highpass", fs=fs, output="sos"), x[:, best])
+    peaks = _dedupe(
+        _refine(clean, beats, fs, settings), np.abs(clean), int(settings.refractory_s * fs)
+    )
+    if 0.45 * fs > 40.0:
+        high = sosfiltfilt(butter(2, 40.0, btype="highpass", fs=fs, output="sos"), x[:, best])
+    else:  # nothing above 40 Hz to look at
+        high = np.zeros_like(clean)
     peaks = _drop_noise_windows(peaks, high=high, clean=clean, env=fused, fs=fs, settings=settings)
     return peaks if peaks.size >= 2 else _EMPTY
 
@@ -363,6 +396,9 @@ def detect_rpeaks(
 
     Returns:
         Sorted int64 sample indices at ``fs``; empty for short, flat or noise-only input.
+
+    Raises:
+        ValueError: if ``fs`` is below 50 Hz.
     """
     return detect_rpeaks_multilead(np.ravel(signal_mv), fs, settings=settings)
 
