@@ -325,8 +325,9 @@ def _checksum_errors(record: wfdb.Record, header_file: Path) -> tuple[str, ...]:
     for i, expected in enumerate(record.checksum):
         if expected is None or skew[i]:
             continue
-        total = int(np.sum(np.asarray(record.e_d_signal[i], dtype=np.int64))) & 0xFFFF
-        if total - (65536 if total > 32767 else 0) != int(expected):
+        total = int(np.sum(np.asarray(record.e_d_signal[i], dtype=np.int64)))
+        # the 16-bit sum is stored signed (PhysioNet) or unsigned (wfdb-python): compare mod 2**16
+        if (total - int(expected)) % 65536 != 0:
             bad.append(str(record.sig_name[i]))
     if bad:
         logger.warning("%s: checksum mismatch in %d channel(s)", header_file.name, len(bad))
