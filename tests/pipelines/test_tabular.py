@@ -155,9 +155,6 @@ def test_corrupt_tabular_rows_map_to_their_reasons(patients) -> None:
     _check_corrupt_rows(defects, labs, [_CORRUPT_LABEL], known)
 
 
-@pytest.mark.xfail(
-    raises=ValueError, strict=False, reason="corrupt.py seeds patient_rng with index -1"
-)
 def test_generated_corrupt_corpus_rows_map_to_their_reasons(tmp_path: Path, patients) -> None:
     # A landing zone with only the tabular exports: the file defects find no ECG or echo to
     # copy, so add_corrupt_corpus adds its tabular defects (and a non-DICOM file).

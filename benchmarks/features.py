@@ -1,0 +1,306 @@
+"""Feast online latency and materialization throughput on SQLite and Redis.
+
+Builds a synthetic feature lake (labs, ECG measurements, 256-d embeddings for N patients),
+applies the repository, materializes into each online store and times
+``get_online_features`` (feature service ``teacher_training``: 6 views, 29 features) for
+1 and 100 patients. The baseline is a direct lookup of the same rows in the same store
+(one SQL ``SELECT ... WHERE entity_key IN`` per view on SQLite, one pipelined ``HMGET``
+per entity and view on Redis, values decoded from protobuf), so the ratio is Feast's
+overhead over the store itself.
+
+Usage:
+    .venv/bin/python benchmarks/features.py [--patients 2000] [--repeats 300]
+        [--redis-url host:port]   # default: start redis-server on a free port
+
+Writes benchmarks/results/features.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from deltalake import write_deltalake
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cardiolake import tables  # noqa: E402
+from feature_repo.snapshot import (  # noqa: E402
+    ECG_MEASUREMENTS,
+    EMBEDDING_SCHEMA,
+    LAB_ANALYTES,
+    ecg_measurements,
+    labs_features,
+    write_features,
+)
+from feature_repo.store import FeatureSettings, apply, materialize, open_store  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "features.json"
+GOALS_P99_MS = {"sqlite": 10.0, "redis": 2.0}
+SERVICE = "teacher_training"
+
+
+def synthetic_lake(root: Path, patients: int, dim: int, seed: int = 0) -> list[str]:
+    """Write labs_features, ecg_measurements and three embedding tables; return the keys."""
+    rng = np.random.default_rng(seed)
+    keys = [f"{i:032x}" for i in rng.integers(0, 2**63, size=patients)]
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    draws = 4
+    n = patients * draws * len(LAB_ANALYTES)
+    labs = pd.DataFrame(
+        {
+            "patient_key": np.repeat(keys, draws * len(LAB_ANALYTES)),
+            "loinc": np.tile(list(LAB_ANALYTES), patients * draws),
+            "value": rng.lognormal(3, 1, size=n),
+            "draw_time": np.repeat(
+                t0 + pd.to_timedelta(rng.integers(0, 600 * 86400, patients * draws), unit="s"),
+                len(LAB_ANALYTES),
+            ),
+        }
+    )
+    write_features(labs_features(labs), tables.LABS_FEATURES, root)
+    ecg = pd.DataFrame(
+        {
+            "patient_key": np.repeat(keys, 2),
+            "acquisition_time": t0
+            + pd.to_timedelta(rng.integers(0, 600 * 86400, 2 * patients), unit="s"),
+            "heart_rate_bpm": rng.normal(75, 10, 2 * patients),
+            "device_kind": "mobile_1lead",
+            "quality_flags": [[] for _ in range(2 * patients)],
+            "rpeaks": [np.cumsum(rng.integers(350, 450, 30)) for _ in range(2 * patients)],
+            "fs": 500,
+            "duration_s": 30.0,
+        }
+    )
+    write_features(ecg_measurements(ecg), ECG_MEASUREMENTS, root)
+    for table in (tables.ECG_EMBEDDING, tables.ECHO_EMBEDDING, tables.FUSED_EMBEDDING):
+        rows = pa.table(
+            {
+                "patient_key": keys,
+                "event_time": t0
+                + pd.to_timedelta(rng.integers(0, 600 * 86400, patients), unit="s"),
+                "embedding": list(rng.normal(size=(patients, dim)).astype(np.float32)),
+                "model_version": ["bench"] * patients,
+            },
+            schema=EMBEDDING_SCHEMA,
+        )
+        write_deltalake(str(table.path(root)), rows)
+    return keys
+
+
+def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
+    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(work)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return proc, f"127.0.0.1:{port}"
+
+
+def _entity_key(key: str):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=["patient_key"], entity_values=[Value(string_val=key)])
+
+
+def _views(store) -> dict[str, list[str]]:
+    service = store.get_feature_service(SERVICE)
+    return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+
+
+def direct_sqlite(store, path: Path):
+    """A lookup function reading the same rows straight from Feast's SQLite tables."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    project, version = store.project, store.config.entity_key_serialization_version
+    views = _views(store)
+
+    def lookup(keys: list[str]) -> dict:
+        bins = [
+            serialize_entity_key(_entity_key(k), entity_key_serialization_version=version)
+            for k in keys
+        ]
+        out: dict = {}
+        marks = ",".join("?" * len(bins))
+        for view, feats in views.items():
+            fmarks = ",".join("?" * len(feats))
+            rows = conn.execute(
+                f'SELECT entity_key, feature_name, value FROM "{project}_{view}" '
+                f"WHERE entity_key IN ({marks}) AND feature_name IN ({fmarks})",
+                [*bins, *feats],
+            ).fetchall()
+            for ek, name, val in rows:
+                v = Value()
+                v.ParseFromString(val)
+                out[(ek, name)] = v
+        return out
+
+    return lookup
+
+
+def direct_redis(store, url: str):
+    """A lookup function reading the same hashes straight from Redis (one pipeline)."""
+    import redis
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    host, port = url.split(":")[:2]
+    client = redis.Redis(host=host, port=int(port))
+    project, version = store.project, store.config.entity_key_serialization_version
+    fields = {view: [_mmh3(f"{view}:{f}") for f in feats] for view, feats in _views(store).items()}
+
+    def lookup(keys: list[str]) -> list:
+        with client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                rk = _redis_key(project, _entity_key(k), entity_key_serialization_version=version)
+                for view, hkeys in fields.items():
+                    pipe.hmget(rk, [*hkeys, f"_ts:{view}"])
+            replies = pipe.execute()
+        decoded = []
+        for reply in replies:
+            for raw in reply[:-1]:
+                if raw is not None:
+                    v = Value()
+                    v.ParseFromString(raw)
+                    decoded.append(v)
+        return decoded
+
+    return lookup
+
+
+def timeit(fn, repeats: int) -> dict[str, float]:
+    for _ in range(min(20, repeats)):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+def bench_store(kind: str, root: Path, keys: list[str], redis_url: str, repeats: int) -> dict:
+    settings = FeatureSettings(lake_root=root, online=kind, redis_url=redis_url)  # type: ignore[arg-type]
+    store = open_store(settings)
+    snapshots = apply(store, settings, build=False)
+    views = _views(store)
+    start = time.perf_counter()
+    materialize(store)
+    seconds = time.perf_counter() - start
+    by_view = {v.name: v.tags["delta_table"] for v in store.list_feature_views()}
+    scanned = sum(snapshots[tables.get_table(by_view[v])].rows for v in views)
+    written = len(keys) * len(views)
+    service = store.get_feature_service(SERVICE)
+    rng = np.random.default_rng(1)
+    direct = (
+        direct_sqlite(store, settings.feast_dir / "online.db")
+        if kind == "sqlite"
+        else direct_redis(store, redis_url)
+    )
+    result: dict = {
+        "materialize_s": seconds,
+        "materialize_source_rows_per_s": scanned / seconds,
+        "materialize_online_rows_per_s": written / seconds,
+    }
+    for n in (1, 100):
+        batches = [list(rng.choice(keys, size=n, replace=False)) for _ in range(64)]
+        it = iter(range(10**9))
+
+        def feast_call(batches=batches, it=it) -> None:
+            rows = [{"patient_key": k} for k in batches[next(it) % len(batches)]]
+            store.get_online_features(features=service, entity_rows=rows).to_dict()
+
+        def direct_call(batches=batches, it=it) -> None:
+            direct(batches[next(it) % len(batches)])
+
+        f = timeit(feast_call, repeats)
+        d = timeit(direct_call, repeats)
+        result[f"{n}_patients"] = {
+            "feast": f,
+            "direct": d,
+            "ratio_p50": f["p50_ms"] / d["p50_ms"],
+            "ratio_p99": f["p99_ms"] / d["p99_ms"],
+        }
+    result["goal_p99_1_patient_ms"] = GOALS_P99_MS[kind]
+    result["goal_met"] = result["1_patients"]["feast"]["p99_ms"] < GOALS_P99_MS[kind]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-features-"))
+    proc = None
+    try:
+        root = work / "lake"
+        keys = synthetic_lake(root, args.patients, args.dim)
+        redis_url = args.redis_url
+        if redis_url is None:
+            proc, redis_url = start_redis(work)
+        results = {
+            "patients": args.patients,
+            "embedding_dim": args.dim,
+            "service": SERVICE,
+            "repeats": args.repeats,
+            "stores": {
+                k: bench_store(k, root, keys, redis_url, args.repeats) for k in ("sqlite", "redis")
+            },
+        }
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{'store':7} {'patients':>8} {'feast p50':>10} {'feast p99':>10} {'direct p50':>11} "
+          f"{'direct p99':>11} {'ratio p50':>9} {'ratio p99':>9}")  # fmt: skip
+    for kind, res in results["stores"].items():
+        for n in (1, 100):
+            r = res[f"{n}_patients"]
+            print(f"{kind:7} {n:>8} {r['feast']['p50_ms']:>9.2f}ms {r['feast']['p99_ms']:>9.2f}ms "
+                  f"{r['direct']['p50_ms']:>10.3f}ms {r['direct']['p99_ms']:>10.3f}ms "
+                  f"{r['ratio_p50']:>9.1f} {r['ratio_p99']:>9.1f}")  # fmt: skip
+        print(f"{kind:7} materialize {res['materialize_s']:.2f}s: "
+              f"{res['materialize_source_rows_per_s']:,.0f} source rows/s, "
+              f"{res['materialize_online_rows_per_s']:,.0f} online rows/s; "
+              f"goal p99(1) < {res['goal_p99_1_patient_ms']} ms: "
+              f"{'met' if res['goal_met'] else 'NOT met'}")  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
