@@ -288,8 +288,8 @@ def ingest_files(
             ("echo_raw", tables.ECHO_RAW, schemas.ECHO_RAW),
         ):
             rows = keepers.where(F.col("target") == target).withColumns(stamp)
-            rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
-            added[table.name] = _merge_count(rows, table, settings, keys=["record_key"])
+            rows = schemas.conform(rows, schema)
+            added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
         bad = parsed.where(F.col("target") == "quarantine").select(
             "source_uri",
             "sha256",
@@ -327,12 +327,6 @@ def _known_shas(spark: SparkSession, settings: IngestSettings) -> list[str]:
             df = lake.read_table(spark, table, lake_root=settings.lake_root)
             shas += [r[0] for r in df.select("sha256").collect()]
     return shas
-
-
-def _merge_count(
-    df: DataFrame, table: tables.Table, settings: IngestSettings, *, keys: list[str]
-) -> int:
-    return merge_new(df, table, settings.lake_root, keys=keys)
 
 
 def source_files(inventory: LandingInventory, kind: str) -> list[SourceFile]:

@@ -126,7 +126,7 @@ def ingest_exports(
                         "text_chars": F.length("text"),
                     }
                 )
-            rows = good.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+            rows = schemas.conform(good, schema)
             added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
             bad = df.where(F.col(_CORRUPT).isNotNull()).select(
                 "source_uri",

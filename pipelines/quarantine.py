@@ -50,7 +50,7 @@ def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) ->
             "quarantined_at": F.lit(now),
         }
     )
-    return out.select(*[F.col(f.name).cast(f.dataType) for f in schemas.QUARANTINE.fields])
+    return schemas.conform(out, schemas.QUARANTINE)
 
 
 def write_quarantine(df: DataFrame, lake_root: Path) -> dict[str, int]:

@@ -7,6 +7,8 @@ echo frames are one ``binary`` of ``n_frames x size x size`` uint8 pixels.
 
 from __future__ import annotations
 
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -28,6 +30,11 @@ from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
 
 def _struct(*fields: tuple[str, DataType]) -> StructType:
     return StructType([StructField(name, dtype, nullable=True) for name, dtype in fields])
+
+
+def conform(df: DataFrame, schema: StructType) -> DataFrame:
+    """Select a table's columns in its order, cast to its types (what every writer passes)."""
+    return df.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
 
 
 def lead_column(lead: str) -> str:

@@ -220,7 +220,7 @@ def _run_stage(
     done = todo.mapInArrow(_task(process, out_schema), out_schema).persist()
     try:
         rows = done.where(F.col("target") == "silver").withColumn("run_id", F.lit(run_id))
-        rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+        rows = schemas.conform(rows, schema)
         added = merge_new(rows, target, settings.lake_root, keys=["record_key"])
         bad = done.where(F.col("target") == "quarantine").select(
             "source_uri",

@@ -136,7 +136,7 @@ def silver_labs(
     try:
         good = done.where(F.col("target") == "silver").withColumn("run_id", F.lit(run_id))
         added = merge_new(
-            good.select(*[F.col(f.name).cast(f.dataType) for f in schemas.LABS.fields]),
+            schemas.conform(good, schemas.LABS),
             tables.LABS,
             settings.lake_root,
             keys=["record_key"],
@@ -209,7 +209,7 @@ def silver_notes(
         }
     )
     added = merge_new(
-        rows.select(*[F.col(f.name).cast(f.dataType) for f in schemas.NOTES.fields]),
+        schemas.conform(rows, schemas.NOTES),
         tables.NOTES,
         settings.lake_root,
         keys=["record_key"],

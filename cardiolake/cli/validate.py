@@ -55,7 +55,11 @@ def validate(
         raise typer.BadParameter(str(err.args[0]), param_hint="--layer") from None
     table = Table(title=f"quality gates on {lake_root}")
     for col in ("suite", "expectation", "success", "unexpected", "rows"):
-        table.add_column(col, justify="right" if col in ("unexpected", "rows") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("unexpected", "rows") else "left",
+            no_wrap=col == "expectation",  # names are identifiers (quarantine reasons)
+        )
     for suite in report.suites:
         for exp in suite.expectations:
             mark = "[green]pass" if exp.success else "[red]FAIL"
