@@ -13,13 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it into the lake
+## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included), serve features
 demo: $(STAMP)
 	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort plot $(DEMO)/landing --patient 1 --out $(DEMO)/patient_1.png
 	$(VENV)/bin/cardiolake ingest --landing $(DEMO)/landing --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake lake tables --lake $(DEMO)/lake
+	$(VENV)/bin/cardiolake features apply --lake $(DEMO)/lake
+	$(VENV)/bin/cardiolake features materialize --lake $(DEMO)/lake
 
 ## test: the whole suite (real Spark, Delta, DICOM tools); benchmarks are opt-in
 test: $(STAMP)

@@ -18,7 +18,9 @@ Writes benchmarks/results/features.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -199,6 +201,7 @@ def direct_redis(store, url: str):
 def timeit(fn, repeats: int) -> dict[str, float]:
     for _ in range(min(20, repeats)):
         fn()
+    gc.collect()  # start each series without garbage pending from the previous one
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -275,10 +278,13 @@ def main() -> None:
             "embedding_dim": args.dim,
             "service": SERVICE,
             "repeats": args.repeats,
+            "cpus": os.cpu_count(),
+            "load_average_before": os.getloadavg(),
             "stores": {
                 k: bench_store(k, root, keys, redis_url, args.repeats) for k in ("sqlite", "redis")
             },
         }
+        results["load_average_after"] = os.getloadavg()
     finally:
         if proc is not None:
             proc.terminate()
@@ -299,6 +305,8 @@ def main() -> None:
               f"{'met' if res['goal_met'] else 'NOT met'}")  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"load average {results['load_average_before'][0]:.1f} -> "
+          f"{results['load_average_after'][0]:.1f} on {results['cpus']} CPUs")  # fmt: skip
     print(f"wrote {RESULTS}")
 
 

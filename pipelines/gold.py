@@ -91,6 +91,22 @@ def _f(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
+def passed_gates(
+    spark: SparkSession, df: DataFrame, settings: IngestSettings, *, key: str
+) -> DataFrame:
+    """Rows the quality gates did not quarantine (gate stages record the row key as row_id)."""
+    root = settings.lake_root
+    if not lake.table_exists(tables.QUARANTINE, lake_root=root):
+        return df
+    failed = (
+        lake.read_table(spark, tables.QUARANTINE, lake_root=root)
+        .where(F.col("stage").startswith("gate_") & F.col("row_id").isNotNull())
+        .select(F.col("row_id").alias("_failed"))
+        .distinct()
+    )
+    return df.join(failed, df[key] == failed["_failed"], "left_anti")
+
+
 def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame | None:
     """Each silver echo with the same patient's ECG recorded around it (clock slack allowed)."""
     root = settings.lake_root
@@ -99,7 +115,13 @@ def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame
         and lake.table_exists(tables.ECHO, lake_root=root)
     ):
         return None
-    ecg = lake.read_table(spark, tables.ECG, lake_root=root).select(
+    ecg = passed_gates(
+        spark, lake.read_table(spark, tables.ECG, lake_root=root), settings, key="record_key"
+    )
+    echo_silver = passed_gates(
+        spark, lake.read_table(spark, tables.ECHO, lake_root=root), settings, key="record_key"
+    )
+    ecg = ecg.select(
         F.col("record_key").alias("ecg_record_key"),
         "patient_key",
         F.col("acquisition_time").alias("ecg_time"),
@@ -107,7 +129,7 @@ def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame
         "rpeaks",
         "duration_s",
     )
-    echo = lake.read_table(spark, tables.ECHO, lake_root=root).select(
+    echo = echo_silver.select(
         F.col("record_key").alias("echo_record_key"),
         F.col("patient_key").alias("_p"),
         F.col("acquisition_time").alias("echo_time"),
@@ -161,7 +183,9 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
     added: dict[str, int] = {}
     if not lake.table_exists(tables.ECG, lake_root=root):
         return added
-    ecg = lake.read_table(spark, tables.ECG, lake_root=root).where(F.col("patient_key").isNotNull())
+    ecg = passed_gates(
+        spark, lake.read_table(spark, tables.ECG, lake_root=root), settings, key="record_key"
+    ).where(F.col("patient_key").isNotNull())
     split = split_column(F.col("patient_key"), settings.split_shares)
 
     # 1. pretraining: every usable ECG and echo recording, per modality (no labels needed)
@@ -182,9 +206,9 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
     )
     pretrain = ecg_rows
     if lake.table_exists(tables.ECHO, lake_root=root):
-        echo = lake.read_table(spark, tables.ECHO, lake_root=root).where(
-            F.col("patient_key").isNotNull()
-        )
+        echo = passed_gates(
+            spark, lake.read_table(spark, tables.ECHO, lake_root=root), settings, key="record_key"
+        ).where(F.col("patient_key").isNotNull())
         echo_rows = echo.select(
             F.col("record_key").alias("example_key"),
             F.lit("echo").alias("modality"),
@@ -265,9 +289,9 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
 
     # 3. labelled: resolved exams with the 12-lead ECG taken closest to the exam time
     if lake.table_exists(tables.LABELS, lake_root=root):
-        labels = lake.read_table(spark, tables.LABELS, lake_root=root).where(
-            F.col("triage_urgent").isNotNull() & ~F.col("needs_adjudication")
-        )
+        labels = passed_gates(
+            spark, lake.read_table(spark, tables.LABELS, lake_root=root), settings, key="exam_key"
+        ).where(F.col("triage_urgent").isNotNull() & ~F.col("needs_adjudication"))
         rest = ecg.where(F.col("device_kind") == "resting_12lead").select(
             F.col("record_key").alias("ecg_record_key"),
             F.col("patient_key").alias("_p"),

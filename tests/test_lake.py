@@ -290,8 +290,12 @@ def test_failing_task_aborts_the_whole_write(spark, lake_root: Path) -> None:
     bad = _batch(spark, range(10, 40), partitions=3).withColumn("n", explode_on_13("n"))
     with pytest.raises(Exception, match="corrupt record"):
         lake.write_table(bad, ECG_RAW, lake_root=lake_root)
-    assert DeltaTable(str(root)).version() == 0
-    assert _parquet_files(root) == files  # finished tasks' files were deleted by abort
+    table = DeltaTable(str(root))
+    assert table.version() == 0
+    # the log still lists only the first write's files; abort deletes the files of tasks that
+    # finished before it, and a task still running when the job aborts may leave an orphan
+    # file behind (Spark does not report it to abort): unreferenced, ignored, vacuumed later
+    assert {Path(u).name for u in table.file_uris()} == files
     assert lake.read_table(spark, ECG_RAW, lake_root=lake_root).count() == 10
 
 

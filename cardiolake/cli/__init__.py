@@ -6,8 +6,10 @@ import typer
 
 from cardiolake.cli.cohort import app as cohort_app
 from cardiolake.cli.ecg import app as ecg_app
+from cardiolake.cli.features import app as features_app
 from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
+from cardiolake.cli.validate import validate
 from cardiolake.logs import configure_logging
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(ecg_app, name="ecg")
 app.add_typer(lake_app, name="lake")
 app.command(name="ingest")(ingest)
+app.command(name="validate")(validate)
+app.add_typer(features_app, name="features")
 
 
 @app.callback()

@@ -29,6 +29,9 @@ def ingest(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List what would be ingested; write nothing."
     ),
+    gates: bool = typer.Option(
+        True, "--gates/--no-gates", help="Run the quality gates before gold."
+    ),
 ) -> None:
     """Ingest a landing zone into Delta tables; ends with a summary of rows and quarantine."""
     from pipelines.job import STAGES, run_ingest
@@ -68,14 +71,55 @@ def ingest(
     ) as bar:
         task = bar.add_task("starting Spark", total=None)
         spark = get_spark(SparkSettings(master=master))
-        summary = run_ingest(
-            spark,
-            settings,
-            stages=stages,  # type: ignore[arg-type]
-            on_step=lambda text: bar.update(task, description=text),
-        )
+
+        def step(text: str) -> None:
+            bar.update(task, description=text)
+
+        # the quality gates sit between silver and gold: rows they fail are quarantined and
+        # never promoted (gold skips them); the CLI, at the edge, may import every stage
+        early = tuple(s for s in stages if s != "gold")
+        summary = run_ingest(spark, settings, stages=early, on_step=step)  # type: ignore[arg-type]
+        reports = []
+        if gates and "silver" in stages:
+            reports.append(_gate(spark, settings, "silver", step))
+        if "gold" in stages:
+            gold = run_ingest(spark, settings, stages=("gold",), on_step=step)
+            summary.rows_added.update(gold.rows_added)
+            if gates:
+                reports.append(_gate(spark, settings, "gold", step))
+        for report in reports:
+            summary.add_quarantine("gates", report.quarantined)
         bar.update(task, description="done")
     print_summary(summary)
+    for report in reports:
+        print_gate_report(report)
+
+
+def _gate(spark: object, settings: object, layer: str, step: object) -> object:
+    from expectations import run_gates
+
+    step(f"validate: {layer} quality gates")  # type: ignore[operator]
+    return run_gates(spark, settings.lake_root, layer=layer)  # type: ignore[arg-type, attr-defined]
+
+
+def print_gate_report(report: object) -> None:
+    """One line per suite: expectations passed and rows failing."""
+    table = Table(title="quality gates")
+    for col in ("suite", "expectations", "passed", "unexpected rows", "promoted"):
+        table.add_column(col)
+    blocked = set(map(str, report.blocked()))  # type: ignore[attr-defined]
+    for suite in report.suites:  # type: ignore[attr-defined]
+        n = len(suite.expectations)
+        ok = sum(1 for e in suite.expectations if e.success)
+        bad = sum(e.unexpected_count or 0 for e in suite.expectations)
+        table.add_row(
+            suite.suite,
+            str(n),
+            str(ok),
+            str(bad),
+            "no (failing rows held back)" if str(suite.table) in blocked else "yes",
+        )
+    console.print(table)
 
 
 def print_summary(summary: object) -> None:

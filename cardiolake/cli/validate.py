@@ -58,7 +58,7 @@ def validate(
         table.add_column(
             col,
             justify="right" if col in ("unexpected", "rows") else "left",
-            no_wrap=col == "expectation",  # names are identifiers (quarantine reasons)
+            no_wrap=col in ("suite", "expectation"),  # identifiers (quarantine reasons)
         )
     for suite in report.suites:
         for exp in suite.expectations:

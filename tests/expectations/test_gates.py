@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from cardiolake import lake, tables
@@ -134,12 +136,12 @@ def test_runner_quarantines_failing_rows_and_builds_docs(spark, lake_root: Path)
     assert report.data_docs.exists()
 
 
-def test_cli_prints_every_suite(lake_root: Path) -> None:
+def test_cli_prints_every_suite(lake_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the package attribute becomes the command once cli/__init__ imports it: patch the module
+    monkeypatch.setattr(sys.modules[validate.__module__], "console", Console(width=200))
     app = typer.Typer()
     app.command()(validate)
-    result = CliRunner().invoke(
-        app, ["--lake", str(lake_root), "--layer", "gold", "--dry-run"], terminal_width=200
-    )
+    result = CliRunner().invoke(app, ["--lake", str(lake_root), "--layer", "gold", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "gold_alignment" in result.output
     assert "alignment_lag_within_bound" in result.output
