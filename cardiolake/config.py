@@ -56,7 +56,6 @@ def build_settings(cls: type[T], config: Path | None, section: str, **overrides:
 
 
 def resolve_lake(lake: Path | None) -> Path:
-    """The lake root: ``--lake``, else ``$CARDIOLAKE_LAKE``, else ``./lake``."""
-    if lake is not None:
-        return lake
-    return Path(os.environ.get(LAKE_ENV, DEFAULT_LAKE))
+    """The lake root: ``--lake``, else ``$CARDIOLAKE_LAKE``, else ``./lake`` (made absolute)."""
+    root = lake if lake is not None else Path(os.environ.get(LAKE_ENV, DEFAULT_LAKE))
+    return root if "://" in str(root) else root.resolve()

@@ -122,6 +122,8 @@ class GateRunner:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.settings = settings
+        # GE's filesystem store needs an absolute base directory (lake roots may be relative)
+        docs_dir = None if docs_dir is None else docs_dir.resolve()
         self.docs_dir = docs_dir
         self.context: Any = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
