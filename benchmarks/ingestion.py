@@ -23,10 +23,11 @@ from cardiolake.cohort.settings import CohortSettings
 from cardiolake.spark import get_spark
 from pipelines.bronze import _ptbxl_context, _TaskConfig, parse_file
 from pipelines.ecg_source import read_ecg_source
+from pipelines.echo_source import read_echo_clip
 from pipelines.job import run_ingest
 from pipelines.landing import scan_landing
 from pipelines.settings import IngestSettings
-from pipelines.silver_signals import _read_clip, standardise_ecg, standardise_echo
+from pipelines.silver_signals import standardise_ecg, standardise_echo
 
 
 def python_loop(landing: Path, settings: IngestSettings) -> int:
@@ -39,8 +40,6 @@ def python_loop(landing: Path, settings: IngestSettings) -> int:
         if src.format.endswith("_csv"):
             continue
         context = dict(ptbxl.get(str(Path(src.uri).with_suffix("")), {}))
-        if src.format == "echonet_avi":
-            context["echonet_root"] = str(Path(src.uri).parent.parent)
         row = parse_file(
             {"uri": src.uri, "format": src.format, "companions": json.dumps(list(src.companions)),
              "context": json.dumps(context)},
@@ -50,7 +49,7 @@ def python_loop(landing: Path, settings: IngestSettings) -> int:
             fmt = "dicom" if row["format"] == "dicom_ecg" else "wfdb"
             standardise_ecg(read_ecg_source(src.uri, fmt), settings.canonical_fs)
         elif row["target"] == "echo_raw":
-            standardise_echo(_read_clip(src.uri, row["format"]))
+            standardise_echo(read_echo_clip(src.uri, row["format"]))
         done += 1
     return done
 

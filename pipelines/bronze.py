@@ -31,9 +31,10 @@ from cardiolake import lake, tables
 from cardiolake.pseudonym import patient_key
 from pipelines import schemas
 from pipelines.ecg_source import read_ecg_source
+from pipelines.echo_source import read_echo_clip
 from pipelines.landing import LandingInventory, SourceFile
 from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
-from pipelines.readers import EchoClip, InputError, load_echonet_index, read_dicom, read_echonet_avi
+from pipelines.readers import InputError
 from pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
                 header_json=json.dumps(ecg.header, sort_keys=True, default=str),
             )
             return row
-        clip = _read_echo(uri, fmt, context)
+        clip = read_echo_clip(uri, fmt)
         row.update(
             target="echo_raw",
             format=clip.source_format,
@@ -150,26 +151,6 @@ def _dicom_is_ecg(uri: str) -> bool:
     return "1.2.840.10008.5.1.4.1.1.9." in str(ds.get("SOPClassUID", ""))
 
 
-def _read_echo(uri: str, fmt: str, context: dict[str, Any]) -> EchoClip:
-    if fmt == "echonet_avi":
-        index = _echonet_index(context["echonet_root"])
-        return read_echonet_avi(uri, index.get(Path(uri).stem))
-    result = read_dicom(uri)
-    if not isinstance(result, EchoClip):
-        raise InputError("unsupported_sop_class", "expected an echo", uri=uri)
-    return result
-
-
-_ECHONET_CACHE: dict[str, dict[str, Any]] = {}
-
-
-def _echonet_index(root: str) -> dict[str, Any]:
-    # one index read per Python worker, not per video
-    if root not in _ECHONET_CACHE:
-        _ECHONET_CACHE[root] = load_echonet_index(Path(root))
-    return _ECHONET_CACHE[root]
-
-
 def _file_tasks(config: _TaskConfig) -> Any:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         schema = _arrow_output_schema()
@@ -188,19 +169,13 @@ def _arrow_output_schema() -> pa.Schema:
 
 
 def _task_frame(spark: SparkSession, inventory: LandingInventory, slices: int) -> DataFrame:
-    echonet_roots = {
-        str(p.parent): str(p.parent) for p in inventory.indexes.get("echonet_filelist", [])
-    }
     ptbxl = _ptbxl_context(inventory)
     rows = []
     for src in [*inventory.records, *inventory.unknown]:
         if src.format in {"labs_csv", "notes_csv", "labels_csv"}:
             continue
         context: dict[str, Any] = {}
-        if src.format == "echonet_avi":
-            root = str(Path(src.uri).parent.parent)
-            context["echonet_root"] = echonet_roots.get(root, root)
-        elif src.format == "wfdb":
+        if src.format == "wfdb":
             context.update(ptbxl.get(str(Path(src.uri).with_suffix("")), {}))
         rows.append((src.uri, src.format, json.dumps(list(src.companions)), json.dumps(context)))
     return spark.createDataFrame(rows, _TASK_INPUT).repartition(max(1, min(slices, len(rows) or 1)))

@@ -25,8 +25,9 @@ from cardiolake import tables
 from cardiolake.cohort.settings import STANDARD_LEADS
 from pipelines import schemas
 from pipelines.ecg_source import STANDARD_ALIASES, EcgSource, read_ecg_source
+from pipelines.echo_source import read_echo_clip
 from pipelines.quarantine import merge_new, quarantine_rows, unprocessed, write_quarantine
-from pipelines.readers import EchoClip, InputError, load_echonet_index, read_dicom, read_echonet_avi
+from pipelines.readers import EchoClip, InputError
 from pipelines.settings import IngestSettings
 from pipelines.signal.echo_keyframes import detect_keyframes, lv_area_curve
 from pipelines.signal.rpeaks import detect_rpeaks_multilead
@@ -138,23 +139,6 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
         "synchronized": bool(clip.synchronized),
         "quality_flags": flags,
     }
-
-
-_ECHONET_CACHE: dict[str, dict[str, Any]] = {}
-
-
-def _read_clip(uri: str, fmt: str) -> EchoClip:
-    if fmt == "echonet_avi":
-        from pathlib import Path
-
-        root = str(Path(uri).parent.parent)
-        if root not in _ECHONET_CACHE:
-            _ECHONET_CACHE[root] = load_echonet_index(Path(root))
-        return read_echonet_avi(uri, _ECHONET_CACHE[root].get(Path(uri).stem))
-    clip = read_dicom(uri)
-    if not isinstance(clip, EchoClip):
-        raise InputError("unsupported_sop_class", "expected an echo", uri=uri)
-    return clip
 
 
 def _task(
@@ -277,7 +261,7 @@ def silver_echo(
     """Decode the new bronze echoes into silver ``echo``; returns rows added and quarantined."""
 
     def process(item: dict[str, Any]) -> dict[str, Any]:
-        return standardise_echo(_read_clip(item["source_uri"], item["format"]))
+        return standardise_echo(read_echo_clip(item["source_uri"], item["format"]))
 
     return _run_stage(
         spark,
