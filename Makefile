@@ -30,6 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy cardiolake pipelines expectations feature_repo
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/cohort_generation.py

@@ -2,7 +2,7 @@
 
 Builds a synthetic feature lake (labs, ECG measurements, 256-d embeddings for N patients),
 applies the repository, materializes into each online store and times
-``get_online_features`` (feature service ``teacher_training``: 6 views, 29 features) for
+``get_online_features`` (feature service ``teacher_training``: 6 views, 31 features) for
 1 and 100 patients. The baseline is a direct lookup of the same rows in the same store
 (one SQL ``SELECT ... WHERE entity_key IN`` per view on SQLite, one pipelined ``HMGET``
 per entity and view on Redis, values decoded from protobuf), so the ratio is Feast's
@@ -83,6 +83,11 @@ def synthetic_lake(root: Path, patients: int, dim: int, seed: int = 0) -> list[s
             "rpeaks": [np.cumsum(rng.integers(350, 450, 30)) for _ in range(2 * patients)],
             "fs": 500,
             "duration_s": 30.0,
+            "pr_ms": rng.normal(160, 20, 2 * patients),
+            "qrs_ms": rng.normal(95, 12, 2 * patients),
+            "qt_ms": rng.normal(390, 30, 2 * patients),
+            "qtc_ms": rng.normal(415, 25, 2 * patients),
+            "axis_deg": rng.normal(45, 30, 2 * patients),
         }
     )
     write_features(ecg_measurements(ecg), ECG_MEASUREMENTS, root)

@@ -29,7 +29,11 @@ def _array(value: Any) -> np.ndarray:
 
 
 def ecg_derived(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``leads_known``, ``n_nonfinite``, ``max_abs_mv`` and ``rpeak_hr_ratio``.
+    """Add ``leads_known``, ``n_nonfinite``, ``peak_abs_mv`` and ``rpeak_hr_ratio``.
+
+    ``peak_abs_mv`` is robust: the largest over leads of the 99.5th percentile of
+    ``|x - median(x)|``, so baseline offset and a few artefact samples do not count, while a
+    wrong gain (every sample 1000x) does.
 
     ``rpeak_hr_ratio`` is the R-peak count over HR x duration / 60: near 1 when the detected
     beats and the reported heart rate tell the same story.
@@ -42,10 +46,15 @@ def ecg_derived(frame: pd.DataFrame) -> pd.DataFrame:
     for i, row_leads in enumerate(leads):
         signals = [_array(out[lead_column(lead)].iat[i]) for lead in row_leads if lead in known]
         nonfinite.append(int(sum((~np.isfinite(s)).sum() for s in signals)))
-        finite = [np.abs(s[np.isfinite(s)]) for s in signals]
-        peak.append(max((float(s.max()) for s in finite if s.size), default=np.nan))
+        finite = [s[np.isfinite(s)] for s in signals]
+        peak.append(
+            max(
+                (float(np.percentile(np.abs(s - np.median(s)), 99.5)) for s in finite if s.size),
+                default=np.nan,
+            )
+        )
     out["n_nonfinite"] = nonfinite
-    out["max_abs_mv"] = peak
+    out["peak_abs_mv"] = peak
     n_peaks = out["rpeaks"].map(lambda v: 0 if v is None else len(v)).astype(float)
     expected = out["heart_rate_bpm"].astype(float) * out["duration_s"].astype(float) / 60.0
     out["rpeak_hr_ratio"] = n_peaks / expected.where(expected > 0)
@@ -89,11 +98,11 @@ def labs_derived(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     analyte = out["loinc"].map(LAB_CATALOGUE.get)
     out["canonical_unit"] = analyte.map(lambda a: None if a is None else a.unit)
-    out["unit_is_canonical"] = out["unit"] == out["canonical_unit"]
+    # an unknown LOINC has its own expectation; the unit and limit checks must not fail twice
+    out["unit_is_canonical"] = analyte.isna() | (out["unit"] == out["canonical_unit"])
     out["limit_low"] = analyte.map(lambda a: np.nan if a is None else a.low)
     out["limit_high"] = analyte.map(lambda a: np.nan if a is None else a.high)
     value = out["value"].astype(float)
-    # an unknown LOINC has its own expectation; here it only must not fail twice
     out["value_in_limits"] = analyte.isna() | value.between(out["limit_low"], out["limit_high"])
     return out
 

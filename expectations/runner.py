@@ -23,6 +23,7 @@ from cardiolake import lake, tables
 from expectations import derived
 from expectations.settings import GateSettings
 from expectations.suites import SUITE_BUILDERS, SuiteSpec
+from pipelines.quarantine import gate_stage
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +374,7 @@ def run_gates(
         outcome, data = runner.validate(table, frame, known_patients=patients)
         report.suites.append(outcome)
         if not outcome.success:
-            bad.append((f"gate_{table.name}", runner.quarantine_frame(outcome, data)))
+            bad.append((gate_stage(table), runner.quarantine_frame(outcome, data)))
     if quarantine and spark is not None:
         for stage, rows in bad:
             report.quarantined.update(

@@ -11,7 +11,8 @@ class GateSettings:
 
     Attributes:
         canonical_fs: the one ECG sampling rate silver holds (Hz).
-        max_abs_mv: the largest |amplitude| a real ECG lead shows (mV).
+        max_abs_mv: the largest robust |amplitude| a real ECG lead shows (mV): the 99.5th
+            percentile of ``|x - median(x)|`` of any lead; a wrong gain lands far above.
         hr_range_bpm: heart rates a living patient can show.
         rpeak_ratio_range: R-peak count over HR x duration / 60 (1.0 is perfect agreement;
             edge beats cut by the recording's start and end keep short records off 1.0).

@@ -97,7 +97,7 @@ def ecg_suite(settings: GateSettings) -> SuiteSpec:
             _in_set("ecg_canonical_sampling_rate", "fs", [settings.canonical_fs]),
             _true("ecg_known_lead_set", "leads_known", "leads"),
             _between("ecg_no_nan", "n_nonfinite", 0, 0),
-            _between("ecg_amplitude_in_bounds", "max_abs_mv", 0.0, settings.max_abs_mv),
+            _between("ecg_amplitude_in_bounds", "peak_abs_mv", 0.0, settings.max_abs_mv),
             _between("ecg_heart_rate_in_range", "heart_rate_bpm", lo_hr, hi_hr),
             _between(
                 "ecg_rpeaks_match_heart_rate", "rpeak_hr_ratio", lo_r, hi_r,

@@ -12,7 +12,7 @@ from feast import FeatureView, Field
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 
 from feature_repo.entities import patient
-from feature_repo.snapshot import LAB_ANALYTES
+from feature_repo.snapshot import INTERVAL_COLUMNS, LAB_ANALYTES
 from feature_repo.sources import (
     ecg_embedding_source,
     ecg_measurements_source,
@@ -53,8 +53,8 @@ labs_window = FeatureView(
     tags={"delta_table": "features.labs_features", "modality": "labs", "window": "30d"},
 )
 
-# What silver ecg measures: HR, RR variability from R-peaks, quality. No PR/QRS/QT/axis:
-# silver has no wave delineation, so those columns are left out rather than made up.
+# What silver ecg measures: HR and RR variability from the R-peaks, PR/QRS/QT/QTc and the
+# frontal axis from the median beat (null where not measurable, e.g. PR in AF), quality.
 ecg_measurements = FeatureView(
     name="ecg_measurements",
     entities=[patient],
@@ -64,6 +64,7 @@ ecg_measurements = FeatureView(
         Field(name="rr_mean_ms", dtype=Float64),
         Field(name="rr_sdnn_ms", dtype=Float64),
         Field(name="rr_rmssd_ms", dtype=Float64),
+        *(Field(name=col, dtype=Float64) for col in INTERVAL_COLUMNS),
         Field(name="n_beats", dtype=Int64),
         Field(name="duration_s", dtype=Float64),
         Field(name="device_kind", dtype=String),

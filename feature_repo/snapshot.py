@@ -26,6 +26,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from cardiolake import lake, tables
 from cardiolake.tables import Table
+from pipelines.quarantine import gate_failed_keys
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -150,18 +151,19 @@ def _empty_labs(cols: list[str]) -> pd.DataFrame:
 
 
 def ecg_measurements(ecg: pd.DataFrame) -> pd.DataFrame:
-    """Per-recording ECG measurements that silver ``ecg`` supports.
+    """Per-recording ECG measurements: rate, RR variability, intervals, axis, quality.
 
-    Silver ECG carries R-peaks, heart rate, quality flags and duration, but no P-wave, QRS
-    or T-wave delineation, so PR, QRS, QT/QTc and axis are left out (not fabricated).
+    PR, QRS, QT, QTc and the axis come from silver (measured on the median beat by
+    ``pipelines.signal.intervals``); they are missing where silver could not measure them.
 
     Args:
         ecg: silver ``ecg`` rows (patient_key, acquisition_time, heart_rate_bpm, device_kind,
-            quality_flags, rpeaks, fs, duration_s).
+            quality_flags, rpeaks, fs, duration_s and the interval columns).
 
     Returns:
-        patient_key, event_time, heart_rate_bpm, rr_mean_ms, rr_sdnn_ms, rr_rmssd_ms, n_beats,
-        duration_s, device_kind, n_quality_flags, quality_ok, quality_flags (comma-joined).
+        patient_key, event_time, heart_rate_bpm, rr_mean_ms, rr_sdnn_ms, rr_rmssd_ms,
+        pr_ms, qrs_ms, qt_ms, qtc_ms, axis_deg, n_beats, duration_s, device_kind,
+        n_quality_flags, quality_ok, quality_flags (comma-joined).
     """
     rows = []
     for rec in ecg.itertuples(index=False):
@@ -176,6 +178,7 @@ def ecg_measurements(ecg: pd.DataFrame) -> pd.DataFrame:
                 "rr_mean_ms": float(rr.mean()) if rr.size else np.nan,
                 "rr_sdnn_ms": float(rr.std(ddof=1)) if rr.size > 1 else np.nan,
                 "rr_rmssd_ms": float(np.sqrt(np.mean(np.diff(rr) ** 2))) if rr.size > 1 else np.nan,
+                **{col: _float(getattr(rec, col, None)) for col in INTERVAL_COLUMNS},
                 "n_beats": int(len(peaks)),
                 "duration_s": _float(rec.duration_s),
                 "device_kind": str(rec.device_kind or ""),
@@ -193,6 +196,9 @@ def ecg_measurements(ecg: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"n_beats": "int64", "n_quality_flags": "int64", "quality_ok": "bool"})
 
 
+#: The silver ``ecg`` interval columns served as features.
+INTERVAL_COLUMNS = ("pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "axis_deg")
+
 _ECG_COLUMNS = [
     "patient_key",
     EVENT_TIME,
@@ -200,6 +206,7 @@ _ECG_COLUMNS = [
     "rr_mean_ms",
     "rr_sdnn_ms",
     "rr_rmssd_ms",
+    *INTERVAL_COLUMNS,
     "n_beats",
     "duration_s",
     "device_kind",
@@ -216,6 +223,9 @@ def _float(value: object) -> float:
 def build_feature_tables(lake_root: Path, *, spark: SparkSession | None = None) -> dict[Table, int]:
     """Compute the feature tables from silver and write them as Delta (overwrite).
 
+    Rows a quality gate quarantined (a lab outside the limits, an ECG with a wrong gain) are
+    left out: features only come from what the gates let through.
+
     Args:
         lake_root: the lake's root folder.
         spark: when given, write through :func:`cardiolake.lake.write_table`; otherwise
@@ -227,12 +237,11 @@ def build_feature_tables(lake_root: Path, *, spark: SparkSession | None = None) 
     Raises:
         cardiolake.lake.TableNotFoundError: silver ``labs`` or ``ecg`` is missing.
     """
-    labs = lake.read_pandas(
-        tables.LABS, lake_root=lake_root, columns=["patient_key", "loinc", "value", "draw_time"]
-    )
-    ecg_cols = ["patient_key", "acquisition_time", "heart_rate_bpm", "device_kind"]
-    ecg_cols += ["quality_flags", "rpeaks", "fs", "duration_s"]
-    ecg = lake.read_pandas(tables.ECG, lake_root=lake_root, columns=ecg_cols)
+    lab_cols = ["record_key", "patient_key", "loinc", "value", "draw_time"]
+    labs = _passed(lake.read_pandas(tables.LABS, lake_root=lake_root, columns=lab_cols), lake_root)
+    ecg_cols = ["record_key", "patient_key", "acquisition_time", "heart_rate_bpm", "device_kind"]
+    ecg_cols += ["quality_flags", "rpeaks", "fs", "duration_s", *INTERVAL_COLUMNS]
+    ecg = _passed(lake.read_pandas(tables.ECG, lake_root=lake_root, columns=ecg_cols), lake_root)
     versions = {
         tables.LABS_FEATURES: write_features(
             labs_features(labs), tables.LABS_FEATURES, lake_root, spark
@@ -242,6 +251,12 @@ def build_feature_tables(lake_root: Path, *, spark: SparkSession | None = None) 
     for table, version in versions.items():
         logger.info("wrote %s at version %d", table, version)
     return versions
+
+
+def _passed(frame: pd.DataFrame, lake_root: Path) -> pd.DataFrame:
+    """The rows of a silver frame no quality gate quarantined (by ``record_key``)."""
+    keep = ~frame["record_key"].isin(gate_failed_keys(lake_root))
+    return frame.loc[keep].drop(columns="record_key").reset_index(drop=True)
 
 
 def write_features(

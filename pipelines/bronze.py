@@ -67,7 +67,6 @@ _TASK_INPUT = StructType(
 @dataclass(frozen=True)
 class _TaskConfig:
     secret: str
-    max_abs_mv: float
     seen: frozenset[tuple[str, str]]  # (uri, sha256) already in bronze or quarantine
 
 
@@ -102,7 +101,7 @@ def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
         if fmt == "unknown":
             raise InputError("unknown_format", "no reader for this kind of file", uri=uri)
         if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
-            ecg = read_ecg_source(uri, fmt, context=context, max_abs_mv=config.max_abs_mv)
+            ecg = read_ecg_source(uri, fmt, context=context)
             row.update(
                 target="ecg_raw",
                 format=ecg.format,
@@ -239,9 +238,7 @@ def ingest_files(
     Returns:
         Counts of rows added per table and quarantined per reason.
     """
-    config = _TaskConfig(
-        settings.pseudonym_secret, settings.max_abs_mv, _seen_files(spark, settings)
-    )
+    config = _TaskConfig(settings.pseudonym_secret, _seen_files(spark, settings))
     tasks = _task_frame(spark, inventory, settings.task_slices)
     parsed = tasks.mapInArrow(_file_tasks(config), FILE_TASK_OUTPUT).persist()
     try:

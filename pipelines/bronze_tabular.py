@@ -9,6 +9,7 @@ bronze at all (it carries identifiers) — only its hash and length.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -38,14 +39,14 @@ _TARGETS = {
 _CORRUPT = "_corrupt_record"
 
 
-def key_udf(secret: str) -> Column:
+def key_udf(secret: str) -> Callable[[Column], Column]:
     """A column function turning an MRN column into the pseudonymous patient key."""
 
     @F.udf(returnType=StringType())
     def _key(mrn: str | None) -> str | None:
         return patient_key(mrn, secret) if mrn and mrn.strip() else None
 
-    return _key  # type: ignore[return-value]
+    return _key
 
 
 def read_export(spark: SparkSession, kind: str, uris: list[str]) -> DataFrame:

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from cardiolake import lake, tables
 from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
 from pipelines import schemas
-from pipelines.quarantine import merge_new
+from pipelines.quarantine import GATE_STAGE_PREFIX, merge_new
 from pipelines.settings import IngestSettings
 from pipelines.signal.alignment import AlignmentSettings, align_recording
 
@@ -100,7 +100,7 @@ def passed_gates(
         return df
     failed = (
         lake.read_table(spark, tables.QUARANTINE, lake_root=root)
-        .where(F.col("stage").startswith("gate_") & F.col("row_id").isNotNull())
+        .where(F.col("stage").startswith(GATE_STAGE_PREFIX) & F.col("row_id").isNotNull())
         .select(F.col("row_id").alias("_failed"))
         .distinct()
     )

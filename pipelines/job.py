@@ -112,7 +112,7 @@ def run_ingest(
         n, bad = silver_notes(spark, settings, inventory, **kw)
         summary.rows_added["notes"] = n
         step("silver: labels")
-        n, bad = silver_labels(spark, settings, known, **kw)
+        n, bad = silver_labels(spark, settings, **kw)
         summary.rows_added["labels"] = n
         summary.add_quarantine("silver_labels", bad)
     if "gold" in stages:

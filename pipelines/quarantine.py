@@ -17,6 +17,29 @@ from pyspark.sql import functions as F
 from cardiolake import lake, tables
 from pipelines import schemas
 
+#: Stages of the quality gates start with this (``gate_ecg``, ``gate_labs``, ...); their rows
+#: carry the failing row's table key as ``row_id``, which is how later stages skip them.
+GATE_STAGE_PREFIX = "gate_"
+
+
+def gate_stage(table: tables.Table) -> str:
+    """The quarantine stage of one table's quality gate."""
+    return f"{GATE_STAGE_PREFIX}{table.name}"
+
+
+def gate_failed_keys(lake_root: Path, table: tables.Table | None = None) -> set[str]:
+    """Row keys a quality gate quarantined (of one table, or of every gated table).
+
+    Read with delta-rs, for consumers without Spark (the feature tables); the Spark stages
+    anti-join the quarantine table instead.
+    """
+    if not lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
+        return set()
+    q = lake.read_pandas(tables.QUARANTINE, lake_root=lake_root, columns=["stage", "row_id"])
+    stage = q["stage"].fillna("")
+    hit = stage == gate_stage(table) if table else stage.str.startswith(GATE_STAGE_PREFIX)
+    return set(q.loc[hit & q["row_id"].notna(), "row_id"])
+
 
 def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) -> DataFrame:
     """Shape failed inputs as quarantine rows.

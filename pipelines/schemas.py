@@ -155,6 +155,13 @@ ECG = _struct(
     ("quality_flags", ArrayType(_S)),
     ("rpeaks", ArrayType(_I)),  # sample indices at the canonical rate
     ("heart_rate_bpm", _D),
+    # global intervals and frontal axis on the median beat (signal/intervals.py); null when
+    # not measurable (no P wave in AF, no limb leads for the axis, too few beats)
+    ("pr_ms", _D),
+    ("qrs_ms", _D),
+    ("qt_ms", _D),
+    ("qtc_ms", _D),  # Bazett
+    ("axis_deg", _D),
     ("run_id", _S),
 )
 

@@ -18,8 +18,6 @@ class IngestSettings:
         pseudonym_secret: HMAC secret for patient keys (from the environment at the CLI).
         canonical_fs: the one sampling rate silver ECGs are resampled to (Hz).
         echo_size: silver echo frames are ``echo_size`` x ``echo_size`` grayscale.
-        max_abs_mv: an ECG whose 99.5th-percentile |amplitude| exceeds this is implausible
-            (a wrong gain, a unit error) and is quarantined.
         task_slices: Spark partitions for per-file work (more than cores keeps both busy).
         max_clock_offset_s: the largest ECG/echo clock disagreement alignment searches.
         split_shares: patient-level shares of train / validation / test in gold.
@@ -30,7 +28,6 @@ class IngestSettings:
     pseudonym_secret: str = DEVELOPMENT_SECRET
     canonical_fs: int = 500
     echo_size: int = 112
-    max_abs_mv: float = 25.0
     task_slices: int = 8
     max_clock_offset_s: float = 2.0
     split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))

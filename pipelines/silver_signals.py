@@ -30,6 +30,7 @@ from pipelines.quarantine import merge_new, quarantine_rows, unprocessed, write_
 from pipelines.readers import EchoClip, InputError
 from pipelines.settings import IngestSettings
 from pipelines.signal.echo_keyframes import detect_keyframes, lv_area_curve
+from pipelines.signal.intervals import measure_intervals
 from pipelines.signal.rpeaks import detect_rpeaks_multilead
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def standardise_ecg(source: EcgSource, fs_out: int) -> dict[str, Any]:
     present = [lead for lead in STANDARD_LEADS if lead in columns]
     stacked = resample(np.stack([columns[lead] for lead in present], axis=1), source.fs, fs_out)
     rpeaks = detect_rpeaks_multilead(stacked, fs_out)
+    intervals = measure_intervals(stacked, present, rpeaks, fs_out)
     rr = np.diff(rpeaks) / fs_out
     hr = float(60.0 / np.median(rr)) if rr.size else None
     row: dict[str, Any] = {
@@ -93,6 +95,7 @@ def standardise_ecg(source: EcgSource, fs_out: int) -> dict[str, Any]:
         "quality_flags": quality_flags(stacked, fs_out),
         "rpeaks": rpeaks.astype(np.int32),
         "heart_rate_bpm": hr,
+        **intervals.as_row(),
     }
     for lead in STANDARD_LEADS:
         row[schemas.lead_column(lead)] = (
@@ -230,7 +233,7 @@ def silver_ecg(
 
     def process(item: dict[str, Any]) -> dict[str, Any]:
         fmt = "dicom" if item["format"] == "dicom_ecg" else "wfdb"
-        source = read_ecg_source(item["source_uri"], fmt, max_abs_mv=settings.max_abs_mv)
+        source = read_ecg_source(item["source_uri"], fmt)
         return standardise_ecg(source, fs)
 
     return _run_stage(

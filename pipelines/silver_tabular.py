@@ -1,9 +1,10 @@
 """Silver labs, notes and labels from their bronze rows.
 
-Labs: LOINC-checked, converted to one canonical unit, impossible values quarantined. Notes:
-re-read from the export and de-identified (names, MRNs, dates, ids removed) — the raw text
-never lands. Labels: reader votes resolved per exam (adjudication wins; unresolved
-disagreements are kept and flagged for the quality gate).
+Labs: converted to one canonical unit; rows that cannot be read are quarantined here, rows
+that read but are implausible (unknown LOINC, value outside the limits) are left to the labs
+gate. Notes: re-read from the export and de-identified (names, MRNs, dates, ids removed) — the
+raw text never lands. Labels: reader votes resolved per exam (adjudication wins; unresolved
+disagreements, orphan patients and early labels are kept for the labels gate).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -225,12 +226,15 @@ def exam_key(patient: str, exam_time: datetime) -> str:
 def silver_labels(
     spark: SparkSession,
     settings: IngestSettings,
-    known: set[str] | None,
     *,
     run_id: str,
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
-    """Resolve reader votes of exams with new votes into silver ``labels`` (upsert per exam)."""
+    """Resolve reader votes of exams with new votes into silver ``labels`` (upsert per exam).
+
+    Votes that cannot be read are quarantined here; a label of a patient with no exam in the
+    lake, or stamped before its exam, reaches silver and the labels gate holds it back.
+    """
     todo = unprocessed(
         spark,
         tables.LABELS_RAW,
@@ -241,19 +245,13 @@ def silver_labels(
     )
     if todo is None:
         return 0, {}
-    votes = todo.toPandas()  # label exports are small: thousands of rows
+    votes = cast(pd.DataFrame, todo.toPandas())  # label exports are small: thousands of rows
     if votes.empty:
         return 0, {}
     bad_rows: list[dict[str, Any]] = []
     parsed: list[tuple[str, str, LabelVote]] = []
     for item in votes.to_dict("records"):
-        result: LabelVote | RowError
-        if item["patient_key"] and known is not None and item["patient_key"] not in known:
-            result = RowError(
-                "unknown_patient", "the label names a patient not in the patient index"
-            )
-        else:
-            result = parse_label({**item, "mrn": item["patient_key"] or ""})
+        result = parse_label({**item, "mrn": item["patient_key"] or ""})
         if isinstance(result, RowError):
             bad_rows.append(
                 {
@@ -331,7 +329,7 @@ def _earlier_votes(
         F.col("record_key").isin(keys)
     )
     out = []
-    for item in raw.toPandas().to_dict("records"):
+    for item in cast(pd.DataFrame, raw.toPandas()).to_dict("records"):
         vote = parse_label({**item, "mrn": item["patient_key"] or ""})
         if isinstance(vote, LabelVote):
             out.append((item["patient_key"], item["record_key"], vote))

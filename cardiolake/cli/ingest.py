@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cardiolake.config import load_yaml, resolve_lake
+from cardiolake.config import build_settings, load_yaml, resolve_lake
 from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV
 
 console = Console()
@@ -24,7 +24,9 @@ def ingest(
     stage: list[str] = typer.Option(
         None, "--stage", help="Run only these stages (bronze, silver, gold)."
     ),
-    config: Path = typer.Option(None, "--config", help="YAML file with an 'ingest:' section."),
+    config: Path = typer.Option(
+        None, "--config", help="YAML file with 'ingest:' and 'gates:' sections."
+    ),
     master: str = typer.Option("local[2]", "--master", help="Spark master."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List what would be ingested; write nothing."
@@ -34,7 +36,7 @@ def ingest(
     ),
 ) -> None:
     """Ingest a landing zone into Delta tables; ends with a summary of rows and quarantine."""
-    from pipelines.job import STAGES, run_ingest
+    from pipelines.job import STAGES
     from pipelines.landing import scan_landing
     from pipelines.settings import IngestSettings
 
@@ -77,29 +79,21 @@ def ingest(
 
         # the quality gates sit between silver and gold: rows they fail are quarantined and
         # never promoted (gold skips them); the CLI, at the edge, may import every stage
-        early = tuple(s for s in stages if s != "gold")
-        summary = run_ingest(spark, settings, stages=early, on_step=step)  # type: ignore[arg-type]
-        reports = []
-        if gates and "silver" in stages:
-            reports.append(_gate(spark, settings, "silver", step))
-        if "gold" in stages:
-            gold = run_ingest(spark, settings, stages=("gold",), on_step=step)
-            summary.rows_added.update(gold.rows_added)
-            if gates:
-                reports.append(_gate(spark, settings, "gold", step))
-        for report in reports:
-            summary.add_quarantine("gates", report.quarantined)
+        from expectations.promotion import ingest_with_gates
+        from expectations.settings import GateSettings
+
+        result = ingest_with_gates(
+            spark,
+            settings,
+            gate_settings=build_settings(GateSettings, config, "gates"),
+            stages=stages,  # type: ignore[arg-type]
+            gated=gates,
+            on_step=step,
+        )
         bar.update(task, description="done")
-    print_summary(summary)
-    for report in reports:
+    print_summary(result.summary)
+    for report in result.reports:
         print_gate_report(report)
-
-
-def _gate(spark: object, settings: object, layer: str, step: object) -> object:
-    from expectations import run_gates
-
-    step(f"validate: {layer} quality gates")  # type: ignore[operator]
-    return run_gates(spark, settings.lake_root, layer=layer)  # type: ignore[arg-type, attr-defined]
 
 
 def print_gate_report(report: object) -> None:

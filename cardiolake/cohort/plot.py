@@ -103,8 +103,8 @@ def plot_patient(
         lw=0.6,
         label="R peak",
     )
-    for col, colour, name in (("ed_s", "tab:green", "ED"), ("es_s", "tab:orange", "ES")):
-        times = keyframes[col].dropna().to_numpy() + shift
+    for column, colour, name in (("ed_s", "tab:green", "ED"), ("es_s", "tab:orange", "ES")):
+        times = keyframes[column].dropna().to_numpy() + shift
         vals = np.interp(times, frames["t_s"] + shift, frames["lv_area_px"])
         area.scatter(times, vals, color=colour, zorder=3, label=name)
     area.set_xlabel("seconds from the 12-lead ECG start (ECG clock)")

@@ -28,7 +28,7 @@ class EcgSimulation:
     @property
     def duration_s(self) -> float:
         """Recording length in seconds."""
-        return self.signals_mv.shape[0] / self.fs
+        return float(self.signals_mv.shape[0] / self.fs)
 
 
 @dataclass(frozen=True)

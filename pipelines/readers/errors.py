@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 #: Reason codes used by the readers. New readers may add codes; keep them short snake_case
-#: and never rename one (quarantine rows and expectation suites count by them).
+#: and never rename one (quarantine rows count by them). Readers reject what cannot be decoded;
+#: data that decodes but is implausible (a wrong gain, frame times out of order) reaches silver
+#: and is caught by the named Great Expectations gate before promotion (expectations/).
 REASONS: frozenset[str] = frozenset(
     {
         "missing_file",  # the path does not exist
@@ -22,11 +24,11 @@ REASONS: frozenset[str] = frozenset(
         "no_pixel_data",  # an image without Pixel Data
         "pixel_data_truncated",  # fewer pixel bytes than the header promises
         "decode_failed",  # a compressed frame that the codec rejects
-        "nonmonotone_frame_times",  # frame times that do not strictly increase
+        "nonfinite_frame_times",  # a frame time vector holding NaN or infinity
         "missing_frame_times",  # a multi-frame clip without any frame timing
         "truncated_signal",  # fewer waveform samples than the header promises
         "unsupported_waveform",  # waveform encoding we do not decode (e.g. mu-law)
-        "implausible_amplitude",  # calibrated ECG far outside physiological range
+        "empty_signal",  # an ECG record that holds no samples
         "unreadable_video",  # a video file that OpenCV cannot open or that has no frames
         "not_in_index",  # a video without its row in the dataset index (FileList.csv)
     }

@@ -102,8 +102,9 @@ def parse_label(
 
     Returns:
         The vote, or a :class:`RowError` whose reason is one of ``missing_patient``,
-        ``missing_reader``, ``unknown_triage``, ``unparseable_finding``,
-        ``unparseable_time`` or ``label_before_exam``.
+        ``missing_reader``, ``unknown_triage``, ``unparseable_finding`` or
+        ``unparseable_time``. A label stamped before its exam reads fine: the labels gate
+        (``labels_label_after_exam``) holds it back from promotion.
     """
     row_id = text_field(row, "label_id") or None
     if not text_field(row, "mrn"):
@@ -129,11 +130,6 @@ def parse_label(
     if exam_time is None or label_time is None:
         bad = "exam_time" if exam_time is None else "label_time"
         return RowError("unparseable_time", f"{bad} {row.get(bad)!r} cannot be read", row_id)
-    if label_time < exam_time:
-        # a label cannot describe an exam not yet done: a clock or keying error upstream
-        return RowError(
-            "label_before_exam", f"label_time {label_time} precedes exam_time {exam_time}", row_id
-        )
     return LabelVote(row_id or "", reader, triage, votes, exam_time, label_time)
 
 

@@ -4,6 +4,12 @@ The row functions take one exported row (a mapping of column name to string, as 
 or a Spark ``Row.asDict()`` yields) and return either a typed result or a :class:`RowError`
 with a stable reason code, so a Spark task can route every input to silver or to quarantine
 without raising. Nothing here needs pandas or Spark.
+
+A row that cannot be read (no patient, no number, a unit that cannot be converted, no time) is
+a :class:`RowError`. A row that reads fine but is implausible (a LOINC outside the catalogue, a
+value outside the catalogue's limits) reaches silver: the labs gate of ``expectations/``
+(``labs_known_loinc``, ``labs_value_within_limits``) holds it back from promotion, with the
+catalogue below as its reference.
 """
 
 from __future__ import annotations
@@ -18,15 +24,12 @@ from typing import Any, Literal
 RowErrorReason = Literal[
     "missing_patient",
     "unknown_patient",  # set by the caller: the patient key is not in the patient index
-    "unknown_loinc",
     "unknown_unit",
     "unparseable_value",
-    "impossible_value",
     "unparseable_time",
     "missing_reader",
     "unknown_triage",
     "unparseable_finding",
-    "label_before_exam",
 ]
 
 
@@ -136,9 +139,9 @@ class LabResult:
     Attributes:
         specimen_id: the exporting system's result id (empty when the export has none).
         loinc: the LOINC code.
-        analyte: the catalogue's display name.
-        value: the value in the canonical unit.
-        unit: the canonical unit.
+        analyte: the catalogue's display name (empty for a LOINC outside the catalogue).
+        value: the value in the canonical unit (as reported for an unknown LOINC).
+        unit: the canonical unit (as reported for an unknown LOINC).
         draw_time: when the specimen was drawn (naive; aware inputs are converted to UTC).
         original_value: the value as reported, kept for audit.
         original_unit: the unit as reported, kept for audit.
@@ -219,7 +222,7 @@ def text_field(row: Mapping[str, Any], name: str) -> str:
 def normalize_lab(
     row: Mapping[str, Any], *, catalogue: Mapping[str, LabAnalyte] = LAB_CATALOGUE
 ) -> LabResult | RowError:
-    """Validate one exported lab row and convert its value to the canonical unit.
+    """Read one exported lab row and convert its value to the canonical unit.
 
     Args:
         row: one row with ``mrn``, ``loinc``, ``value``, ``unit``, ``draw_time`` and
@@ -228,8 +231,8 @@ def normalize_lab(
 
     Returns:
         The normalised result, or a :class:`RowError` whose reason is one of
-        ``missing_patient``, ``unknown_loinc``, ``unparseable_value``, ``unknown_unit``,
-        ``impossible_value`` or ``unparseable_time``.
+        ``missing_patient``, ``unparseable_value``, ``unknown_unit`` or ``unparseable_time``.
+        Unknown LOINC codes and values outside the limits are results (see the module doc).
 
     Example:
         >>> r = normalize_lab({"mrn": "1", "loinc": "2160-0", "value": "88.42",
@@ -242,24 +245,16 @@ def normalize_lab(
         return RowError("missing_patient", "no MRN on the lab row", row_id)
     loinc = text_field(row, "loinc")
     analyte = catalogue.get(loinc)
-    if analyte is None:
-        return RowError("unknown_loinc", f"LOINC {loinc!r} is not in the catalogue", row_id)
+    name = analyte.name if analyte else f"LOINC {loinc}"
     value = parse_number(row.get("value"))
     if value is None:
         return RowError(
-            "unparseable_value", f"{analyte.name} value {row.get('value')!r} is no number", row_id
+            "unparseable_value", f"{name} value {row.get('value')!r} is no number", row_id
         )
     unit = text_field(row, "unit")
-    canonical = analyte.to_canonical(value, unit)
+    canonical = value if analyte is None else analyte.to_canonical(value, unit)
     if canonical is None:
-        return RowError("unknown_unit", f"{analyte.name} unit {unit!r} is not accepted", row_id)
-    if not analyte.low <= canonical <= analyte.high:
-        return RowError(
-            "impossible_value",
-            f"{analyte.name} {canonical:g} {analyte.unit} outside the possible range "
-            f"{analyte.low:g}-{analyte.high:g} {analyte.unit}",
-            row_id,
-        )
+        return RowError("unknown_unit", f"{name} unit {unit!r} is not accepted", row_id)
     draw_time = parse_timestamp(row.get("draw_time"))
     if draw_time is None:
         return RowError(
@@ -268,9 +263,9 @@ def normalize_lab(
     return LabResult(
         specimen_id=row_id or "",
         loinc=loinc,
-        analyte=analyte.name,
+        analyte=analyte.name if analyte else "",
         value=canonical,
-        unit=analyte.unit,
+        unit=analyte.unit if analyte else unit,
         draw_time=draw_time,
         original_value=value,
         original_unit=unit,

@@ -1,4 +1,9 @@
-"""Quality gates on a lake built from the tiny cohort: clean data passes, violations are caught."""
+"""Quality gates on a lake built from the tiny cohort: clean data passes, violations are caught.
+
+The lake is ingested the way the CLI does it (:func:`expectations.promotion.ingest_with_gates`),
+so the cohort's bad-input corpus meets the gates for real; the hand-made violations are
+validated as frames.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +20,31 @@ from typer.testing import CliRunner
 
 from cardiolake import lake, tables
 from cardiolake.cli.validate import validate
+from expectations.promotion import GatedIngest, ingest_with_gates
 from expectations.runner import GateRunner, known_patients, run_gates
 from expectations.settings import GateSettings
-from pipelines.job import run_ingest
+from pipelines.quarantine import gate_failed_keys, gate_stage
 from pipelines.settings import IngestSettings
+from tests.fixtures.corpus import GATE_EXPECTATION, corpus, silver_key
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def lake_root(spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny cohort ingested once into a lake."""
+def gated(
+    spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[IngestSettings, GatedIngest]:
+    """The tiny cohort (bad-input corpus included) ingested once with the gates."""
     work = tmp_path_factory.mktemp("gates")
     shutil.copytree(tiny_cohort, work / "landing" / "site_a")
     settings = IngestSettings(landing=work / "landing", lake_root=work / "lake", task_slices=2)
-    run_ingest(spark, settings)
-    return settings.lake_root
+    return settings, ingest_with_gates(spark, settings, data_docs=False)
+
+
+@pytest.fixture(scope="module")
+def lake_root(gated) -> Path:
+    """The gated lake's root."""
+    return gated[0].lake_root
 
 
 @pytest.fixture(scope="module")
@@ -39,31 +53,71 @@ def runner() -> GateRunner:
     return GateRunner(settings=GateSettings())
 
 
+def _promoted(table: tables.Table, lake_root: Path) -> pd.DataFrame:
+    """A silver/gold table without the rows the gates held back (the lake's clean data)."""
+    frame = lake.read_pandas(table, lake_root=lake_root)
+    key = {tables.LABELS: "exam_key", tables.ALIGNMENT: "alignment_key"}.get(table, "record_key")
+    return frame[~frame[key].isin(gate_failed_keys(lake_root))].reset_index(drop=True)
+
+
 def _failed(runner: GateRunner, table: tables.Table, frame: pd.DataFrame, **kw) -> dict[str, int]:
     outcome, _ = runner.validate(table, frame, **kw)
     return {e.expectation: e.unexpected_count for e in outcome.expectations if not e.success}
 
 
-def test_clean_lake_passes_every_suite(spark, lake_root: Path) -> None:
-    report = run_gates(spark, lake_root, data_docs=False)
-    assert {s.table for s in report.suites} == {
-        tables.ECG, tables.ECHO, tables.LABS, tables.LABELS, tables.ALIGNMENT,
-    }  # fmt: skip
-    failures = {s.suite: s.failed() for s in report.suites if not s.success}
-    assert failures == {}
+def test_corpus_defects_are_caught_by_the_expectation_meant_for_them(gated) -> None:
+    settings, result = gated
+    site = settings.landing / "site_a"
+    q = lake.read_pandas(tables.QUARANTINE, lake_root=settings.lake_root)
+    defects = corpus(site)
+    caught = defects[defects["defect"].isin(GATE_EXPECTATION)]
+    assert set(caught["defect"]) == set(GATE_EXPECTATION)
+    for _, row in caught.iterrows():
+        table, expectation = GATE_EXPECTATION[row["defect"]]
+        key = silver_key(row, site, settings.lake_root)
+        hits = q[q["row_id"] == key]
+        assert list(zip(hits["stage"], hits["reason"], strict=True)) == [
+            (gate_stage(table), expectation)
+        ], row["defect"]
+        assert hits["detail"].iloc[0].startswith("expect_")  # the GE type and observed values
+    silver = result.reports[0]
+    assert set(silver.blocked()) == {t for t, _ in GATE_EXPECTATION.values()}
+    assert silver.quarantined == {
+        e: int((caught["defect"].map(lambda d: GATE_EXPECTATION[d][1]) == e).sum())
+        for _, e in GATE_EXPECTATION.values()
+    }
+
+
+def test_clean_data_passes_every_suite(spark, gated) -> None:
+    settings, result = gated
+    root, site = settings.lake_root, settings.landing / "site_a"
+    # the silver gates held back exactly the corpus rows: no clean row was quarantined
+    defects = corpus(site)
+    corpus_keys = {
+        silver_key(row, site, root)
+        for _, row in defects[defects["defect"].isin(GATE_EXPECTATION)].iterrows()
+    }
+    assert gate_failed_keys(root) == corpus_keys
+    # ... gold was built from the rest, and its gates passed
+    gold = result.reports[1]
+    assert [s.table for s in gold.suites] == [tables.ALIGNMENT] and gold.success
+    # ... and what was promoted passes every suite
+    frames = {t: _promoted(t, root) for t in (tables.ECG, tables.ECHO, tables.LABS, tables.LABELS)}
+    report = run_gates(spark, root, frames=frames, quarantine=False, data_docs=False)
+    assert {s.table for s in report.suites} == {*frames, tables.ALIGNMENT}
+    assert {s.suite: s.failed() for s in report.suites if not s.success} == {}
     assert all(s.rows > 0 for s in report.suites)
-    assert report.quarantined == {}
 
 
 def test_shuffled_frame_times_are_caught(runner: GateRunner, lake_root: Path) -> None:
-    echo = lake.read_pandas(tables.ECHO, lake_root=lake_root)
+    echo = _promoted(tables.ECHO, lake_root)
     times = np.asarray(echo.at[0, "frame_times_s"], dtype=float)
     echo.at[0, "frame_times_s"] = np.random.default_rng(0).permutation(times)
     assert _failed(runner, tables.ECHO, echo) == {"echo_frame_times_increasing": 1}
 
 
 def test_lab_in_wrong_unit_is_caught(runner: GateRunner, lake_root: Path) -> None:
-    labs = lake.read_pandas(tables.LABS, lake_root=lake_root)
+    labs = _promoted(tables.LABS, lake_root)
     row = labs.index[labs["loinc"] == "2160-0"][0]
     labs.loc[row, "value"] = labs.loc[row, "value"] * 88.42  # umol/L number, mg/dL label
     assert _failed(runner, tables.LABS, labs) == {"labs_value_within_limits": 1}
@@ -72,7 +126,7 @@ def test_lab_in_wrong_unit_is_caught(runner: GateRunner, lake_root: Path) -> Non
 def test_contradictory_readers_without_adjudication_are_caught(
     runner: GateRunner, lake_root: Path
 ) -> None:
-    labels = lake.read_pandas(tables.LABELS, lake_root=lake_root)
+    labels = _promoted(tables.LABELS, lake_root)
     patients = known_patients(lake_root)
     assert _failed(runner, tables.LABELS, labels, known_patients=patients) == {}
     row = labels.index[labels["n_readers"] == 2][0]
@@ -86,7 +140,7 @@ def test_contradictory_readers_without_adjudication_are_caught(
 def test_label_before_exam_and_unknown_patient_are_caught(
     runner: GateRunner, lake_root: Path
 ) -> None:
-    labels = lake.read_pandas(tables.LABELS, lake_root=lake_root)
+    labels = _promoted(tables.LABELS, lake_root)
     patients = known_patients(lake_root)
     early = labels.copy()
     early.loc[0, "label_time"] = early.loc[0, "exam_time"] - pd.Timedelta(days=1)
@@ -101,7 +155,7 @@ def test_label_before_exam_and_unknown_patient_are_caught(
 
 
 def test_200ms_alignment_lag_is_caught(runner: GateRunner, lake_root: Path) -> None:
-    align = lake.read_pandas(tables.ALIGNMENT, lake_root=lake_root)
+    align = _promoted(tables.ALIGNMENT, lake_root)
     row = align.index[align["ed_s"].notna()][0]
     align.loc[row, "lag_ed_s"] = 0.2
     align.loc[row, "ed_s"] = align.loc[row, "r_peak_s"] + 0.2
@@ -109,7 +163,7 @@ def test_200ms_alignment_lag_is_caught(runner: GateRunner, lake_root: Path) -> N
 
 
 def test_ecg_nan_is_caught(runner: GateRunner, lake_root: Path) -> None:
-    ecg = lake.read_pandas(tables.ECG, lake_root=lake_root)
+    ecg = _promoted(tables.ECG, lake_root)
     signal = np.asarray(ecg.at[0, "lead_I"], dtype=np.float32).copy()
     signal[100] = np.nan
     ecg.at[0, "lead_I"] = signal
@@ -117,20 +171,25 @@ def test_ecg_nan_is_caught(runner: GateRunner, lake_root: Path) -> None:
 
 
 def test_runner_quarantines_failing_rows_and_builds_docs(spark, lake_root: Path) -> None:
-    echo = lake.read_pandas(tables.ECHO, lake_root=lake_root)
+    echo = _promoted(tables.ECHO, lake_root)
     times = np.asarray(echo.at[1, "frame_times_s"], dtype=float)
     echo.at[1, "frame_times_s"] = times[::-1]
-    report = run_gates(spark, lake_root, layer="silver", frames={tables.ECHO: echo})
+    clean = {t: _promoted(t, lake_root) for t in (tables.ECG, tables.LABS, tables.LABELS)}
+    report = run_gates(spark, lake_root, layer="silver", frames={**clean, tables.ECHO: echo})
     assert report.blocked() == [tables.ECHO]
     assert report.suite(tables.ECHO).failed() == ["echo_frame_times_increasing"]
     assert report.quarantined == {"echo_frame_times_increasing": 1}
     q = lake.read_pandas(tables.QUARANTINE, lake_root=lake_root)
-    gate = q[q["stage"] == "gate_echo"]
-    assert list(gate["reason"]) == ["echo_frame_times_increasing"]
+    gate = q[q["run_id"] == report.run_id]
+    assert list(zip(gate["stage"], gate["reason"], strict=True)) == [
+        ("gate_echo", "echo_frame_times_increasing")
+    ]
     assert gate["row_id"].iloc[0] == echo.at[1, "record_key"]
     assert "frame_times_increasing=False" in gate["detail"].iloc[0]
     # re-running on the same bad batch adds nothing
-    again = run_gates(spark, lake_root, layer="silver", frames={tables.ECHO: echo}, data_docs=False)
+    again = run_gates(
+        spark, lake_root, layer="silver", frames={**clean, tables.ECHO: echo}, data_docs=False
+    )
     assert again.quarantined == {}
     assert report.data_docs == lake_root / "_gx" / "data_docs" / "index.html"
     assert report.data_docs.exists()

@@ -18,6 +18,7 @@ from deltalake import write_deltalake
 from typer.testing import CliRunner
 
 from cardiolake import lake, tables
+from expectations.runner import run_gates
 from feature_repo.snapshot import (
     ECG_MEASUREMENTS,
     EMBEDDING_SCHEMA,
@@ -36,6 +37,7 @@ from feature_repo.store import (
     training_set,
 )
 from pipelines.job import run_ingest
+from pipelines.quarantine import gate_failed_keys
 from pipelines.settings import IngestSettings
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
@@ -51,6 +53,10 @@ SCALAR_REFS = [
     "ecg_measurements:n_beats",
     "ecg_measurements:quality_ok",
     "ecg_measurements:device_kind",
+    "ecg_measurements:pr_ms",
+    "ecg_measurements:qrs_ms",
+    "ecg_measurements:qtc_ms",
+    "ecg_measurements:axis_deg",
 ]
 EMBEDDING_DIM = 8
 
@@ -95,7 +101,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def lake_with_silver(spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny cohort ingested to silver once, plus a small ECG embedding table."""
+    """The tiny cohort ingested to silver and gated once, plus a small ECG embedding table."""
     work = tmp_path_factory.mktemp("features")
     landing = work / "landing"
     shutil.copytree(tiny_cohort, landing / "site_a")
@@ -105,6 +111,7 @@ def lake_with_silver(spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPath
         IngestSettings(landing=landing, lake_root=root, task_slices=2),
         stages=("bronze", "silver"),
     )
+    run_gates(spark, root, layer="silver", data_docs=False)  # features read only what passed
     ecg = lake.read_pandas(tables.ECG, lake_root=root, columns=["patient_key", "acquisition_time"])
     rng = np.random.default_rng(0)
     emb = ecg.drop_duplicates("patient_key")
@@ -278,6 +285,21 @@ def _assert_online_matches(store, snapshots) -> None:
                 assert got == pytest.approx(want), (key, col)
             else:
                 assert got == want, (key, col)
+
+
+def test_features_leave_out_rows_the_gates_held_back(sqlite_store, lake_with_silver) -> None:
+    _, snapshots = sqlite_store
+    silver = lake.read_pandas(tables.LABS, lake_root=lake_with_silver)
+    held = gate_failed_keys(lake_with_silver, tables.LABS)
+    potassium = silver[silver["loinc"] == "2823-3"]
+    assert (potassium["value"] > 10).sum() >= 1  # the corpus's 42 mmol/L reached silver ...
+    assert set(potassium.loc[potassium["value"] > 10, "record_key"]) <= held  # ... held back
+    labs = _snapshot_frame(snapshots, tables.LABS_FEATURES)
+    assert labs[LAB_ANALYTES["2823-3"]].max() <= 10  # ... and never became a feature
+    ecg = _snapshot_frame(snapshots, ECG_MEASUREMENTS)
+    twelve = ecg[ecg["device_kind"] == "resting_12lead"]
+    assert len(twelve) > 5 and twelve["qrs_ms"].between(60, 200).all()
+    assert twelve["axis_deg"].notna().all() and twelve["qtc_ms"].between(300, 550).all()
 
 
 def test_online_equals_offline_latest_sqlite(sqlite_store) -> None:
