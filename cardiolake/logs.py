@@ -19,5 +19,5 @@ def configure_logging(verbosity: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("py4j", "matplotlib", "PIL"):
+    for noisy in ("py4j", "matplotlib", "PIL", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

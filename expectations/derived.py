@@ -108,17 +108,24 @@ def labs_derived(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def labels_derived(
-    frame: pd.DataFrame, known_patients: Iterable[str] | None = None
+    frame: pd.DataFrame,
+    known_patients: Iterable[str] | None = None,
+    *,
+    kappa_min_exams: int = 1,
 ) -> pd.DataFrame:
     """Add ``readers_disagree``, ``disagreement_resolved``, ``batch_kappa``, ``patient_known``.
 
     Args:
         frame: silver labels.
         known_patients: patient keys with any exam in silver (None: only non-null is checked).
+        kappa_min_exams: exams read by two or more readers a batch needs before its kappa
+            is judged.
 
     ``batch_kappa`` is Fleiss' kappa of the triage votes of the row's ingestion batch
-    (``run_id``); a batch where every reader agreed on every exam has no kappa (NaN) and
-    counts as perfect agreement.
+    (``run_id``). A batch where every reader agreed on every exam has no kappa (NaN), and a
+    batch with fewer than ``kappa_min_exams`` multi-reader exams cannot show disagreement
+    beyond chance (kappa's standard error on 7 exams is ~0.3); both count as agreement.
+    ``batch_rated_exams`` says how many exams the kappa rests on.
     """
     out = frame.copy()
     votes = out["reader_triage_urgent"].map(
@@ -129,12 +136,15 @@ def labels_derived(
         False
     ).astype(bool)
     kappa: dict[Any, float] = {}
+    rated: dict[Any, int] = {}
     batches = out["run_id"].fillna("")
     for batch, idx in out.groupby(batches).groups.items():
         table = [[len(v) - sum(v), sum(v)] for v in votes.loc[idx]]
-        k = fleiss_kappa(table) if table else float("nan")
+        rated[batch] = sum(1 for v in votes.loc[idx] if len(v) >= 2)
+        k = fleiss_kappa(table) if rated[batch] >= max(1, kappa_min_exams) else float("nan")
         kappa[batch] = 1.0 if np.isnan(k) else k
     out["batch_kappa"] = batches.map(kappa).astype(float)
+    out["batch_rated_exams"] = batches.map(rated).astype(int)
     if known_patients is None:
         out["patient_known"] = out["patient_key"].notna()
     else:

@@ -1,9 +1,10 @@
-"""Ingestion with its quality gates: bronze -> silver -> silver gates -> gold -> gold gates.
+"""Ingestion with its quality gates: bronze, silver, silver gates, alignment, gold gates, examples.
 
-The gates sit between silver and gold. Rows a silver suite fails are quarantined under the
-expectation's name (stage ``gate_<table>``) and gold, like the feature tables, never reads
-them; the gold suites then gate what training reads. The CLI, the Databricks job (one task per
-step) and the tests run this same sequence.
+Rows a silver suite fails are quarantined under the expectation's name (stage
+``gate_<table>``) and gold, like the feature tables, never reads them. The alignment gate
+then sits between the per-beat alignment and the example tables built from it, so training
+reads only beats whose timing passed. The CLI, the Databricks job (one task per step) and the
+tests run this same sequence.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pyspark.sql import SparkSession
 from cardiolake import tables
 from expectations.runner import GateReport, run_gates
 from expectations.settings import GateSettings
-from pipelines.job import STAGES, IngestSummary, Stage, StepCallback, run_ingest
+from pipelines.job import GOLD_STEPS, STAGES, IngestSummary, Stage, StepCallback, run_ingest
 from pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def ingest_with_gates(
         settings: ingestion settings.
         gate_settings: the gates' bounds (default :class:`GateSettings`).
         stages: which ingestion stages to run; the silver gates run when silver does, the
-            gold gates when gold does.
+            gold gates when the alignment does (``gold`` is alignment then examples).
         gated: False runs the stages without any gate (gold then promotes every silver row).
         data_docs: build Great Expectations Data Docs under ``lake_root/_gx/data_docs``.
         on_step: called with a short description before each step.
@@ -69,8 +70,14 @@ def ingest_with_gates(
     """
     now = now or datetime.now(UTC)
     step = on_step or (lambda _: None)
-    early = tuple(s for s in stages if s != "gold")
+    wanted = {s for s in stages if s != "gold"} | (set(GOLD_STEPS) if "gold" in stages else set())
+    early = tuple(s for s in ("bronze", "silver") if s in wanted)
     result = GatedIngest(run_ingest(spark, settings, stages=early, on_step=step, now=now))
+    run_id = result.summary.run_id
+
+    def more(stage: Stage) -> None:
+        later = run_ingest(spark, settings, stages=(stage,), on_step=step, now=now, run_id=run_id)
+        result.summary.rows_added.update(later.rows_added)
 
     def gate(layer: str) -> None:
         step(f"validate: {layer} quality gates")
@@ -85,12 +92,13 @@ def ingest_with_gates(
         result.reports.append(report)
         result.summary.add_quarantine(f"gates_{layer}", report.quarantined)
 
-    if gated and "silver" in stages:
+    if gated and "silver" in wanted:
         gate("silver")
-    if "gold" in stages:
-        gold = run_ingest(spark, settings, stages=("gold",), on_step=step, now=now)
-        result.summary.rows_added.update(gold.rows_added)
+    if "alignment" in wanted:
+        more("alignment")
         if gated:
             gate("gold")
+    if "examples" in wanted:
+        more("examples")
     logger.info("run %s: gates held back rows of %s", result.summary.run_id, result.blocked())
     return result

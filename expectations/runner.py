@@ -196,7 +196,9 @@ class GateRunner:
         elif t == tables.LABS:
             out = derived.labs_derived(frame)
         elif t == tables.LABELS:
-            out = derived.labels_derived(frame, known_patients)
+            out = derived.labels_derived(
+                frame, known_patients, kappa_min_exams=self.settings.kappa_min_exams
+            )
         elif t == tables.ALIGNMENT:
             out = derived.alignment_derived(frame)
         else:

@@ -20,6 +20,8 @@ class GateSettings:
         lv_area_ratio_range: smallest over largest LV cavity area in a clip (ES/ED area):
             a heart that never contracts, or collapses, is a measurement error.
         kappa_floor: the lowest Fleiss' kappa of the readers' triage votes in one batch.
+        kappa_min_exams: multi-reader exams a batch needs before its kappa is judged (fewer
+            cannot show disagreement beyond chance).
         max_lag_s: the largest |ED lag| (R-peak to end-diastole) of one aligned beat (s).
         max_hr_disagreement: ECG heart rate vs echo cycle rate, relative to the ECG rate.
         min_aligned_share: the lowest share of a pair's beats that found an ED keyframe.
@@ -33,6 +35,7 @@ class GateSettings:
     fps_range: tuple[float, float] = (10.0, 240.0)
     lv_area_ratio_range: tuple[float, float] = (0.2, 0.98)
     kappa_floor: float = 0.2
+    kappa_min_exams: int = 20
     max_lag_s: float = 0.1
     max_hr_disagreement: float = 0.10
     min_aligned_share: float = 0.5

@@ -162,7 +162,7 @@ def labels_suite(settings: GateSettings) -> SuiteSpec:
                 "reader_triage_urgent", "adjudicated",
             ),
             _between("labels_reader_kappa_above_floor", "batch_kappa", settings.kappa_floor, None,
-                     "run_id"),
+                     "run_id", "batch_rated_exams"),
             Check("labels_label_after_exam", after_exam, ("exam_time", "label_time")),
             _true("labels_patient_present", "patient_known", "patient_key"),
         ),

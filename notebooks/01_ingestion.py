@@ -8,7 +8,7 @@
 
 dbutils.widgets.text("landing", "/Volumes/cardiolake_dev/lake/landing")  # noqa: F821
 dbutils.widgets.text("lake_root", "/Volumes/cardiolake_dev/lake/lake")  # noqa: F821
-dbutils.widgets.dropdown("stage", "bronze", ["bronze", "silver", "gold"])  # noqa: F821
+dbutils.widgets.dropdown("stage", "bronze", ["bronze", "silver", "gold", "alignment", "examples"])  # noqa: F821
 landing = dbutils.widgets.get("landing")  # noqa: F821
 lake_root = dbutils.widgets.get("lake_root")  # noqa: F821
 stage = dbutils.widgets.get("stage")  # noqa: F821

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -236,7 +235,12 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
     if lake.table_exists(tables.ALIGNMENT, lake_root=root) and lake.table_exists(
         tables.ECHO, lake_root=root
     ):
-        beats = lake.read_table(spark, tables.ALIGNMENT, lake_root=root)
+        beats = passed_gates(
+            spark,
+            lake.read_table(spark, tables.ALIGNMENT, lake_root=root),
+            settings,
+            key="alignment_key",
+        )
         per_pair = beats.groupBy("patient_key", "ecg_record_key", "echo_record_key").agg(
             F.first("clock_offset_s").alias("clock_offset_s"),
             F.first("sync_source").alias("sync_source"),
@@ -333,14 +337,4 @@ def _by_exam() -> Any:
     return Window.partitionBy("exam_key")
 
 
-def build_gold(
-    spark: SparkSession, settings: IngestSettings, *, run_id: str, now: datetime
-) -> dict[str, int]:
-    """Run the gold stage: alignment first, then the example tables that use it."""
-    added = {"alignment": build_alignment(spark, settings, run_id=run_id)}
-    added.update(build_examples(spark, settings, run_id=run_id))
-    logger.info("gold: %s", added)
-    return added
-
-
-__all__ = ["build_alignment", "build_examples", "build_gold", "concurrent_pairs", "split_column"]
+__all__ = ["build_alignment", "build_examples", "concurrent_pairs", "split_column"]

@@ -25,8 +25,11 @@ from pipelines.silver_tabular import known_patients, silver_labels, silver_labs,
 
 logger = logging.getLogger(__name__)
 
-Stage = Literal["bronze", "silver", "gold"]
+Stage = Literal["bronze", "silver", "gold", "alignment", "examples"]
+#: The stages a full run goes through; ``gold`` is ``alignment`` then ``examples``, which
+#: can also run alone so the alignment gate sits between them.
 STAGES: tuple[Stage, ...] = ("bronze", "silver", "gold")
+GOLD_STEPS: tuple[Stage, ...] = ("alignment", "examples")
 StepCallback = Callable[[str], None]
 
 
@@ -61,21 +64,25 @@ def run_ingest(
     stages: tuple[Stage, ...] = STAGES,
     on_step: StepCallback | None = None,
     now: datetime | None = None,
+    run_id: str | None = None,
 ) -> IngestSummary:
     """Run the ingestion stages over the landing zone.
 
     Args:
         spark: the session.
         settings: ingestion settings (landing zone, lake root, secret, rates).
-        stages: which stages to run (all by default; Databricks runs one per task).
+        stages: which stages to run (all by default; Databricks runs one per task);
+            ``alignment`` and ``examples`` are the two halves of ``gold``.
         on_step: called with a short description before each step (progress display).
         now: the run's timestamp (default: now, UTC).
+        run_id: the run's id (default: a new one); steps of one run called separately
+            share it.
 
     Returns:
         Files per format, rows added per table and quarantined inputs per stage and reason.
     """
     now = now or datetime.now(UTC)
-    summary = IngestSummary(run_id=uuid.uuid4().hex[:12])
+    summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:12])
     step = on_step or (lambda _: None)
     inventory = scan_landing(settings.landing)
     summary.files_by_format = _count_formats(inventory)
@@ -115,11 +122,15 @@ def run_ingest(
         n, bad = silver_labels(spark, settings, **kw)
         summary.rows_added["labels"] = n
         summary.add_quarantine("silver_labels", bad)
-    if "gold" in stages:
-        from pipelines.gold import build_gold
+    if "gold" in stages or "alignment" in stages:
+        from pipelines.gold import build_alignment
 
-        step("gold: alignment and examples")
-        added = build_gold(spark, settings, **kw)
-        summary.rows_added.update(added)
+        step("gold: alignment")
+        summary.rows_added["alignment"] = build_alignment(spark, settings, run_id=summary.run_id)
+    if "gold" in stages or "examples" in stages:
+        from pipelines.gold import build_examples
+
+        step("gold: examples")
+        summary.rows_added.update(build_examples(spark, settings, run_id=summary.run_id))
     logger.info("run %s done: %s", summary.run_id, summary.rows_added)
     return summary

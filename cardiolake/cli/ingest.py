@@ -22,7 +22,9 @@ def ingest(
         None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
     ),
     stage: list[str] = typer.Option(
-        None, "--stage", help="Run only these stages (bronze, silver, gold)."
+        None,
+        "--stage",
+        help="Run only these stages (bronze, silver, gold; gold = alignment + examples).",
     ),
     config: Path = typer.Option(
         None, "--config", help="YAML file with 'ingest:' and 'gates:' sections."
@@ -36,7 +38,7 @@ def ingest(
     ),
 ) -> None:
     """Ingest a landing zone into Delta tables; ends with a summary of rows and quarantine."""
-    from pipelines.job import STAGES
+    from pipelines.job import GOLD_STEPS, STAGES
     from pipelines.landing import scan_landing
     from pipelines.settings import IngestSettings
 
@@ -65,9 +67,11 @@ def ingest(
     from cardiolake.spark import SparkSettings, get_spark
 
     stages = tuple(stage) if stage else STAGES
-    unknown = set(stages) - set(STAGES)
+    unknown = set(stages) - set(STAGES) - set(GOLD_STEPS)
     if unknown:
-        raise typer.BadParameter(f"unknown stage(s) {sorted(unknown)}; choose from {STAGES}")
+        raise typer.BadParameter(
+            f"unknown stage(s) {sorted(unknown)}; choose from {STAGES + GOLD_STEPS}"
+        )
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:

@@ -53,23 +53,23 @@ def validate(
         )
     except KeyError as err:
         raise typer.BadParameter(str(err.args[0]), param_hint="--layer") from None
+    # one section per suite keeps the table inside an 80-column terminal
     table = Table(title=f"quality gates on {lake_root}")
-    for col in ("suite", "expectation", "success", "unexpected", "rows"):
+    for col in ("suite / expectation", "ok", "unexpected", "rows"):
         table.add_column(
             col,
-            justify="right" if col in ("unexpected", "rows") else "left",
-            no_wrap=col in ("suite", "expectation"),  # identifiers (quarantine reasons)
+            justify="left" if col == "suite / expectation" else "right",
+            no_wrap=True,  # expectation names are identifiers (quarantine reasons)
         )
     for suite in report.suites:
+        verdict = "[green]pass" if suite.success else "[red]FAIL"
+        table.add_row(f"[bold]{suite.suite}", verdict, "", str(suite.rows))
         for exp in suite.expectations:
             mark = "[green]pass" if exp.success else "[red]FAIL"
             table.add_row(
-                suite.suite,
-                exp.expectation,
-                mark,
-                str(exp.unexpected_count),
-                str(exp.element_count),
+                f"  {exp.expectation}", mark, str(exp.unexpected_count), str(exp.element_count)
             )
+        table.add_section()
     console.print(table)
     for name in report.skipped:
         console.print(f"[yellow]skipped {name}: no such table yet")
@@ -79,5 +79,5 @@ def validate(
         console.print(f"Data Docs: {report.data_docs}")
     if not report.success:
         blocked = ", ".join(str(t) for t in report.blocked())
-        console.print(f"[red]gates failed; not promotable: {blocked}")
+        console.print(f"[red]gates failed on {blocked}: failing rows are not promoted to gold")
         raise typer.Exit(1)

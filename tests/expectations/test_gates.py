@@ -137,6 +137,39 @@ def test_contradictory_readers_without_adjudication_are_caught(
     }
 
 
+def _batch_of_readers(labels: pd.DataFrame, n: int, agree: bool) -> pd.DataFrame:
+    """``n`` adjudicated two-reader exams in one new batch, readers agreeing or coin-flipping."""
+    rng = np.random.default_rng(5)
+    rows = labels.iloc[[i % len(labels) for i in range(n)]].copy().reset_index(drop=True)
+    first = rng.random(n) < 0.5
+    second = first if agree else rng.random(n) < 0.5
+    rows["reader_triage_urgent"] = [[bool(a), bool(b)] for a, b in zip(first, second, strict=True)]
+    rows["n_readers"], rows["adjudicated"], rows["run_id"] = 2, True, "batch-under-test"
+    rows["exam_key"] = [f"exam-{i}" for i in range(n)]
+    return rows
+
+
+def test_reader_kappa_below_the_floor_holds_the_batch_back(
+    runner: GateRunner, lake_root: Path
+) -> None:
+    labels = _promoted(tables.LABELS, lake_root)
+    patients = known_patients(lake_root)
+    noisy = pd.concat([labels, _batch_of_readers(labels, 40, agree=False)], ignore_index=True)
+    # readers flipping coins: kappa ~0 over 40 exams, every exam of that batch is held back
+    assert _failed(runner, tables.LABELS, noisy, known_patients=patients) == {
+        "labels_reader_kappa_above_floor": 40
+    }
+    sound = pd.concat([labels, _batch_of_readers(labels, 40, agree=True)], ignore_index=True)
+    assert _failed(runner, tables.LABELS, sound, known_patients=patients) == {}
+    # five exams cannot show disagreement beyond chance (kappa_min_exams): not judged
+    small = pd.concat([labels, _batch_of_readers(labels, 5, agree=False)], ignore_index=True)
+    assert _failed(runner, tables.LABELS, small, known_patients=patients) == {}
+    eager = GateRunner(settings=GateSettings(kappa_min_exams=1))
+    assert _failed(eager, tables.LABELS, small, known_patients=patients) == {
+        "labels_reader_kappa_above_floor": 5
+    }
+
+
 def test_label_before_exam_and_unknown_patient_are_caught(
     runner: GateRunner, lake_root: Path
 ) -> None:
