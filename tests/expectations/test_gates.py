@@ -23,6 +23,7 @@ from cardiolake.cli.validate import validate
 from expectations.promotion import GatedIngest, ingest_with_gates
 from expectations.runner import GateRunner, known_patients, run_gates
 from expectations.settings import GateSettings
+from pipelines.job import run_ingest
 from pipelines.quarantine import gate_failed_keys, gate_stage
 from pipelines.settings import IngestSettings
 from tests.fixtures.corpus import GATE_EXPECTATION, corpus, silver_key
@@ -238,3 +239,25 @@ def test_cli_prints_every_suite(lake_root: Path, monkeypatch: pytest.MonkeyPatch
     assert "gold_alignment" in result.output
     assert "alignment_lag_within_bound" in result.output
     assert "silver_ecg" not in result.output
+
+
+def test_examples_read_only_beats_that_passed_the_alignment_gate(spark, gated) -> None:
+    settings, _ = gated
+    root = settings.lake_root
+    align = _promoted(tables.ALIGNMENT, root)
+    row = align.index[align["ed_s"].notna()][0]
+    align.loc[row, "lag_ed_s"] = 0.2
+    report = run_gates(spark, root, frames={tables.ALIGNMENT: align}, data_docs=False)
+    assert report.quarantined.get("alignment_lag_within_bound") == 1
+    # rebuild the example tables from scratch: the held-back beat is not in its pair's beats
+    shutil.rmtree(tables.EXAMPLES_ALIGN.path(root))
+    run_ingest(spark, settings, stages=("examples",))
+    examples = lake.read_pandas(tables.EXAMPLES_ALIGN, lake_root=root)
+    beats = lake.read_pandas(tables.ALIGNMENT, lake_root=root)
+    held = gate_failed_keys(root, tables.ALIGNMENT)
+    assert examples["n_beats"].sum() == len(beats) - len(held) and len(held) >= 1
+    pair = examples[
+        (examples["ecg_record_key"] == align.at[row, "ecg_record_key"])
+        & (examples["echo_record_key"] == align.at[row, "echo_record_key"])
+    ]
+    assert align.at[row, "r_peak_s"] not in list(pair["r_peaks_s"].iloc[0])
