@@ -238,10 +238,10 @@ def build_feature_tables(lake_root: Path, *, spark: SparkSession | None = None) 
         cardiolake.lake.TableNotFoundError: silver ``labs`` or ``ecg`` is missing.
     """
     lab_cols = ["record_key", "patient_key", "loinc", "value", "draw_time"]
-    labs = _passed(lake.read_pandas(tables.LABS, lake_root=lake_root, columns=lab_cols), lake_root)
+    labs = _passed(tables.LABS, lab_cols, lake_root)
     ecg_cols = ["record_key", "patient_key", "acquisition_time", "heart_rate_bpm", "device_kind"]
     ecg_cols += ["quality_flags", "rpeaks", "fs", "duration_s", *INTERVAL_COLUMNS]
-    ecg = _passed(lake.read_pandas(tables.ECG, lake_root=lake_root, columns=ecg_cols), lake_root)
+    ecg = _passed(tables.ECG, ecg_cols, lake_root)
     versions = {
         tables.LABS_FEATURES: write_features(
             labs_features(labs), tables.LABS_FEATURES, lake_root, spark
@@ -253,9 +253,10 @@ def build_feature_tables(lake_root: Path, *, spark: SparkSession | None = None) 
     return versions
 
 
-def _passed(frame: pd.DataFrame, lake_root: Path) -> pd.DataFrame:
-    """The rows of a silver frame no quality gate quarantined (by ``record_key``)."""
-    keep = ~frame["record_key"].isin(gate_failed_keys(lake_root))
+def _passed(table: Table, columns: list[str], lake_root: Path) -> pd.DataFrame:
+    """The rows of a silver table its quality gate did not quarantine (by ``record_key``)."""
+    frame = lake.read_pandas(table, lake_root=lake_root, columns=columns)
+    keep = ~frame["record_key"].isin(gate_failed_keys(lake_root, table))
     return frame.loc[keep].drop(columns="record_key").reset_index(drop=True)
 
 

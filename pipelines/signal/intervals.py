@@ -8,12 +8,14 @@ method found no boundaries at all. Devices measure on a *global* median beat ins
 what this module does:
 
 1. band-pass every lead (0.5-40 Hz) and take the sample-wise median of up to ``max_beats``
-   beats aligned on their R peaks: noise and fibrillatory waves cancel, the P-QRS-T remains;
+   beats aligned on their R peaks: noise cancels, the P-QRS-T remains;
 2. QRS onset and offset where the spatial velocity (the norm of all leads' slopes) falls
    below a fraction of its QRS maximum for a few milliseconds;
 3. T end by the tangent method (steepest descent after the T peak, extended to the baseline)
-   on the leads with a clear T wave, the latest of them (the global T end);
-4. P onset by the same tangent idea on the leads with a clear P wave; none in AF, so no PR;
+   on the leads with a clear T wave, the latest of them (the global T end) once single-lead
+   outliers more than 40 ms past their median are dropped;
+4. P onset by the same tangent idea on the leads with a clear P wave, measured only when the
+   P wave repeats beat after beat and the rhythm is not irregularly irregular (no PR in AF);
 5. the frontal axis from the net QRS area in leads I and aVF (aVF derived from II and III,
    or II and I, when absent).
 
@@ -151,14 +153,18 @@ def _rr_irregularity(rr: np.ndarray) -> float:
 
 
 def _p_waves_repeat(
-    beats: np.ndarray, waves: list[tuple[int, int]], lo: int, hi: int, floor: float
+    beats: np.ndarray,
+    median: np.ndarray,
+    waves: list[tuple[int, int]],
+    lo: int,
+    hi: int,
+    floor: float,
 ) -> bool:
     """Whether the P wave of the median beat is in every beat, not a residue of f waves.
 
     In atrial fibrillation the median of a few beats still keeps some fibrillatory wave;
     a real P wave correlates with the median in beat after beat, f waves do not.
     """
-    median = np.median(beats, axis=0)
     lead = max(waves, key=lambda w: abs(median[w[1], w[0]]), default=None)
     if lead is None:
         return False
@@ -267,7 +273,7 @@ def measure_intervals(
     if (
         starts
         and not irregular
-        and _p_waves_repeat(beats, waves, p_lo, p_hi, settings.p_consistency)
+        and _p_waves_repeat(beats, beat, waves, p_lo, p_hi, settings.p_consistency)
     ):
         pr = (onset - min(starts)) * ms
 
