@@ -232,15 +232,15 @@ def measure_intervals(
         return EcgIntervals()
     qrs = (offset - onset) * ms
     base = np.median(beat[max(0, onset - int(0.02 * fs)) : onset + 1], axis=0)
-    rr_s = float(np.median(np.diff(np.asarray(rpeaks)))) / fs if len(rpeaks) > 1 else math.nan
+    rr = np.diff(np.asarray(rpeaks)) / fs
+    rr_s = float(np.median(rr)) if rr.size else math.nan
 
     # T: from 80 ms after the QRS to 70 % of the RR, and before the shortest RR brings the
     # next beat (irregular rhythms smear it into the median beat)
-    rr_all = np.diff(np.asarray(rpeaks)) / fs
     t_lo = offset + int(0.08 * fs)
     t_hi = beat.shape[0] - 1
-    if rr_all.size:
-        reach = min(0.7 * rr_s, float(np.percentile(rr_all, 10)) - 0.1)
+    if rr.size:
+        reach = min(0.7 * rr_s, float(np.percentile(rr, 10)) - 0.1)
         t_hi = min(t_hi, r0 + int(reach * fs))
     ends = []
     for lead, peak in _wave(beat, t_lo, t_hi, base, settings.min_wave_mv * 2):
@@ -256,7 +256,6 @@ def measure_intervals(
 
     # P: up to 300 ms before the QRS but after the previous beat's T wave (shortest RR), to
     # 40 ms before the QRS, against the TP baseline just before that window
-    rr = rr_all
     p_lo = max(1, onset - int(0.30 * fs))
     if ends and rr.size:
         p_lo = max(p_lo, int(max(ends) - np.percentile(rr, 10) * fs) + int(0.02 * fs))
