@@ -1,20 +1,36 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
+# Two environments, like two cluster types: .venv (platform: Spark 4, delta-rs, GE, Feast,
+# MLflow) and .venv-train (training: Petastorm, pyarrow 14, torch, pyspark 3.5 for
+# TorchDistributor). They share only the lake's Delta tables and the MLflow store.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TRAIN_VENV ?= .venv-train
+TRAIN_PY := $(TRAIN_VENV)/bin/python
+TRAIN_STAMP := $(TRAIN_VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install train-env demo test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TRAIN_STAMP): pyproject.toml constraints-train.txt requirements-train.txt
+	test -x $(TRAIN_PY) || python3 -m venv $(TRAIN_VENV)
+	$(TRAIN_PY) -m pip install --quiet --disable-pip-version-check -c constraints-train.txt -r requirements-train.txt
+	$(TRAIN_PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(TRAIN_STAMP)
+
+## install: both environments
+install: $(STAMP) $(TRAIN_STAMP)
+
+## train-env: only the training environment (.venv-train)
+train-env: $(TRAIN_STAMP)
 
 ## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included), serve features
-demo: $(STAMP)
+demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort plot $(DEMO)/landing --patient 1 --out $(DEMO)/patient_1.png
@@ -23,9 +39,10 @@ demo: $(STAMP)
 	$(VENV)/bin/cardiolake features apply --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake features materialize --lake $(DEMO)/lake
 
-## test: the whole suite (real Spark, Delta, DICOM tools); benchmarks are opt-in
-test: $(STAMP)
+## test: the whole suite (real Spark, Delta, DICOM tools, both environments); benchmarks are opt-in
+test: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/python -m pytest
+	$(TRAIN_PY) -m pytest tests/training/env
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,8 @@ ratio stays meaningful on a shared, noisy machine. Also checks that the two runs
 byte-identical files (determinism does not depend on the worker count).
 
     python benchmarks/cohort_generation.py [--patients 60] [--out benchmarks/results/cohort_generation.json]
+
+The smoke test's tiny run: ``--patients 2 --out <tmp>/x.json``.
 """
 
 from __future__ import annotations

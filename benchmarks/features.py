@@ -12,8 +12,11 @@ Usage:
     .venv/bin/python benchmarks/features.py [--patients 2000] [--repeats 500]
         [--series 3]              # timed series per case; statistics are medians over them
         [--redis-url host:port]   # default: start redis-server on a free port
+        [--stores sqlite,redis]   # which online stores to measure
+        [--out benchmarks/results/features.json]
 
-Writes benchmarks/results/features.json.
+The smoke tests' tiny runs: ``--patients 100 --dim 8 --repeats 5 --series 1 --stores sqlite``
+(and ``--stores redis`` when redis-server is installed) with ``--out <tmp>/x.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from feature_repo.store import FeatureSettings, apply, materialize, open_store  
 RESULTS = Path(__file__).resolve().parent / "results" / "features.json"
 GOALS_P99_MS = {"sqlite": 10.0, "redis": 2.0}
 SERVICE = "teacher_training"
+STORES = ("sqlite", "redis")
+BATCH_SIZES = (1, 100)  # patients per get_online_features call
 
 
 def synthetic_lake(root: Path, patients: int, dim: int, seed: int = 0) -> list[str]:
@@ -241,8 +246,9 @@ def timeit_pair(feast_fn, direct_fn, repeats: int, series: int) -> tuple[dict, d
 
 
 def bench_store(
-    kind: str, root: Path, keys: list[str], redis_url: str, repeats: int, series: int
+    kind: str, root: Path, keys: list[str], redis_url: str | None, repeats: int, series: int
 ) -> dict:
+    redis_url = redis_url or FeatureSettings.redis_url  # only the redis store reads it
     settings = FeatureSettings(lake_root=root, online=kind, redis_url=redis_url)  # type: ignore[arg-type]
     store = open_store(settings)
     snapshots = apply(store, settings, build=False)
@@ -260,12 +266,20 @@ def bench_store(
         if kind == "sqlite"
         else direct_redis(store, redis_url)
     )
+    # both sides must find the same feature values, or the ratio compares unequal work
+    served = store.get_online_features(features=service, entity_rows=[{"patient_key": keys[0]}])
     result: dict = {
         "materialize_s": seconds,
         "materialize_source_rows_per_s": scanned / seconds,
         "materialize_online_rows_per_s": written / seconds,
+        "values_per_patient": {
+            "feast": sum(
+                v[0] is not None for k, v in served.to_dict().items() if k != "patient_key"
+            ),
+            "direct": len(direct([keys[0]])),
+        },
     }
-    for n in (1, 100):
+    for n in BATCH_SIZES:
         batches = [list(rng.choice(keys, size=n, replace=False)) for _ in range(64)]
         it = iter(range(10**9))
 
@@ -295,14 +309,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=500, help="calls per timed series")
     parser.add_argument("--series", type=int, default=3, help="series per measurement")
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument(
+        "--stores",
+        default=",".join(STORES),
+        help="comma-separated online stores to measure (sqlite, redis)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
+    stores = [k.strip() for k in args.stores.split(",") if k.strip()]
+    if not stores or set(stores) - set(STORES):
+        parser.error(f"--stores must name some of {', '.join(STORES)}: {args.stores!r}")
+    if args.patients < max(BATCH_SIZES):
+        parser.error(f"--patients must be at least {max(BATCH_SIZES)} (the largest lookup)")
     work = Path(tempfile.mkdtemp(prefix="bench-features-"))
     proc = None
     try:
         root = work / "lake"
         keys = synthetic_lake(root, args.patients, args.dim)
         redis_url = args.redis_url
-        if redis_url is None:
+        if redis_url is None and "redis" in stores:
             proc, redis_url = start_redis(work)
         results = {
             "patients": args.patients,
@@ -313,8 +338,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "load_average_before": os.getloadavg(),
             "stores": {
-                k: bench_store(k, root, keys, redis_url, args.repeats, args.series)
-                for k in ("sqlite", "redis")
+                k: bench_store(k, root, keys, redis_url, args.repeats, args.series) for k in stores
             },
         }
         results["load_average_after"] = os.getloadavg()
@@ -326,7 +350,7 @@ def main() -> None:
     print(f"{'store':7} {'patients':>8} {'feast p50':>10} {'feast p99':>10} {'direct p50':>11} "
           f"{'direct p99':>11} {'ratio p50':>9} {'ratio p99':>9}")  # fmt: skip
     for kind, res in results["stores"].items():
-        for n in (1, 100):
+        for n in BATCH_SIZES:
             r = res[f"{n}_patients"]
             print(f"{kind:7} {n:>8} {r['feast']['p50_ms']:>9.2f}ms {r['feast']['p99_ms']:>9.2f}ms "
                   f"{r['direct']['p50_ms']:>10.3f}ms {r['direct']['p99_ms']:>10.3f}ms "
@@ -339,11 +363,11 @@ def main() -> None:
     for kind, res in results["stores"].items():
         spread = ", ".join(f"{x:.2f}" for x in res["1_patients"]["feast"]["p99_ms_per_series"])
         print(f"{kind:7} feast p99 for 1 patient per series: {spread} ms")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
     print(f"load average {results['load_average_before'][0]:.1f} -> "
           f"{results['load_average_after'][0]:.1f} on {results['cpus']} CPUs")  # fmt: skip
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cardiolake.cohort.settings import STANDARD_LEADS
+from cardiolake.domain import STANDARD_LEADS
 from pipelines.schemas import lead_column
 from pipelines.tabular.labels import fleiss_kappa
 from pipelines.tabular.labs import LAB_CATALOGUE

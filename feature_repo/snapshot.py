@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
@@ -57,7 +58,15 @@ FEATURE_TABLES: tuple[Table, ...] = (
     tables.ECHO_EMBEDDING,
     tables.FUSED_EMBEDDING,
 )
-#: Arrow schema the training stages write the embedding tables with (one vector per exam).
+#: Embedding tables: rows of several encoder versions side by side, one served at a time.
+EMBEDDING_TABLES: tuple[Table, ...] = (
+    tables.ECG_EMBEDDING,
+    tables.ECHO_EMBEDDING,
+    tables.FUSED_EMBEDDING,
+)
+#: The columns of the embedding tables a Feast view reads (training writes more: the record
+#: key, the encoder's model URI, its stage and run); an absent table gets an empty snapshot
+#: of these.
 EMBEDDING_SCHEMA = pa.schema(
     [
         ("patient_key", pa.string()),
@@ -79,12 +88,14 @@ class Snapshot:
         version: its pinned Delta version, or None when the table does not exist yet.
         path: the folder of Parquet files Feast reads.
         rows: rows in the snapshot.
+        model_version: for an embedding table, the encoder version whose rows it holds.
     """
 
     table: Table
     version: int | None
     path: Path
     rows: int
+    model_version: str | None = None
 
     @property
     def tag(self) -> str:
@@ -279,13 +290,43 @@ def snapshot_root(lake_root: Path) -> Path:
     return Path(lake_root).resolve() / "_feast" / "snapshots"
 
 
-def export_snapshot(table: Table, lake_root: Path, *, version: int | None = None) -> Snapshot:
+def select_encoder(arrow: pa.Table, model_version: str | None) -> tuple[pa.Table, str | None]:
+    """The rows of one encoder version of an embedding table (default: the newest written).
+
+    Raises:
+        ValueError: the requested version has no rows in the table.
+    """
+    if "model_version" not in arrow.column_names or arrow.num_rows == 0:
+        return arrow, model_version
+    if model_version is None:
+        if "written_at" in arrow.column_names:
+            newest = pc.max(arrow["written_at"])
+            at = pc.equal(arrow["written_at"], newest)
+            model_version = str(arrow.filter(at)["model_version"][0])
+        else:
+            model_version = str(arrow["model_version"][-1])
+    chosen = arrow.filter(pc.equal(arrow["model_version"], model_version))
+    if chosen.num_rows == 0:
+        known = sorted(set(arrow["model_version"].to_pylist()))
+        raise ValueError(f"no rows of encoder {model_version!r}; the table holds {known}")
+    return chosen, model_version
+
+
+def export_snapshot(
+    table: Table,
+    lake_root: Path,
+    *,
+    version: int | None = None,
+    model_version: str | None = None,
+) -> Snapshot:
     """Export one Delta version as plain Parquet for Feast (idempotent per version).
 
     Args:
         table: the table.
         lake_root: the lake's root folder.
         version: the version to pin; None pins the latest.
+        model_version: for an embedding table, the encoder version to serve (``name/N``);
+            None serves the newest written.
 
     Returns:
         The snapshot. A table that does not exist yet gets an empty snapshot with
@@ -299,10 +340,17 @@ def export_snapshot(table: Table, lake_root: Path, *, version: int | None = None
         logger.info("%s does not exist yet: empty snapshot at %s", table, folder)
         return Snapshot(table, None, folder, 0)
     pinned = lake.table_version(table, lake_root=lake_root) if version is None else version
-    folder = base / f"v{pinned}"
+    arrow: pa.Table | None = None
+    if table in EMBEDDING_TABLES:
+        arrow, model_version = select_encoder(
+            lake.read_arrow(table, lake_root=lake_root, version=pinned), model_version
+        )
+    suffix = "" if model_version is None else "-" + model_version.replace("/", "_")
+    folder = base / f"v{pinned}{suffix}"
     if not folder.exists():  # written to a temporary folder, renamed when complete
-        arrow = lake.read_arrow(table, lake_root=lake_root, version=pinned)
-        tmp = base / f".v{pinned}.tmp"
+        if arrow is None:
+            arrow = lake.read_arrow(table, lake_root=lake_root, version=pinned)
+        tmp = base / f".v{pinned}{suffix}.tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         for old in tmp.glob("*"):
             old.unlink()
@@ -312,13 +360,25 @@ def export_snapshot(table: Table, lake_root: Path, *, version: int | None = None
         )  # fmt: skip
         tmp.rename(folder)
     rows = ds.dataset(folder, format="parquet").count_rows()
-    logger.info("%s v%d: snapshot of %d rows at %s", table, pinned, rows, folder)
-    return Snapshot(table, pinned, folder, rows)
+    logger.info("%s v%d%s: snapshot of %d rows at %s", table, pinned, suffix, rows, folder)
+    return Snapshot(table, pinned, folder, rows, model_version)
 
 
 def export_snapshots(
-    lake_root: Path, *, versions: dict[Table, int] | None = None
+    lake_root: Path,
+    *,
+    versions: dict[Table, int] | None = None,
+    encoders: dict[Table, str] | None = None,
 ) -> dict[Table, Snapshot]:
-    """Snapshots of every :data:`FEATURE_TABLES` table (latest version unless pinned)."""
-    versions = versions or {}
-    return {t: export_snapshot(t, lake_root, version=versions.get(t)) for t in FEATURE_TABLES}
+    """Snapshots of every :data:`FEATURE_TABLES` table (latest version unless pinned).
+
+    Args:
+        lake_root: the lake root.
+        versions: Delta versions to pin instead of the latest.
+        encoders: encoder versions to serve from the embedding tables (default: newest).
+    """
+    versions, encoders = versions or {}, encoders or {}
+    return {
+        t: export_snapshot(t, lake_root, version=versions.get(t), model_version=encoders.get(t))
+        for t in FEATURE_TABLES
+    }

@@ -49,6 +49,8 @@ OnlineKind = Literal["sqlite", "redis"]
 REPO_DIR = Path(__file__).resolve().parent
 #: Tag naming the pinned Delta version a view's snapshot holds.
 VERSION_TAG = "delta_version"
+#: Tag naming the encoder version an embedding view serves.
+ENCODER_TAG = "encoder_version"
 #: Where materialization starts when no start is given (before any synthetic or real data).
 EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
 
@@ -146,6 +148,8 @@ def pin(snapshots: dict[Table, Snapshot]) -> list[FeatureView]:
         fv = copy.copy(view)
         fv.batch_source = source
         fv.tags = {**view.tags, VERSION_TAG: snap.tag}
+        if snap.model_version is not None:
+            fv.tags[ENCODER_TAG] = snap.model_version
         pinned.append(fv)
     return pinned
 
@@ -157,6 +161,7 @@ def apply(
     build: bool = True,
     spark: SparkSession | None = None,
     versions: dict[Table, int] | None = None,
+    encoders: dict[Table, str] | None = None,
 ) -> dict[Table, Snapshot]:
     """Build the feature tables, snapshot pinned versions and register every definition.
 
@@ -166,6 +171,8 @@ def apply(
         build: recompute ``labs_features`` and ``ecg_measurements`` from silver first.
         spark: optional session to write the feature tables through Spark.
         versions: versions to pin instead of the latest.
+        encoders: the encoder version each embedding view serves (``name/N``; default: the
+            newest written).
 
     Returns:
         The snapshot each view reads.
@@ -173,7 +180,7 @@ def apply(
     if build:
         built = build_feature_tables(settings.lake_root, spark=spark)
         versions = {**built, **(versions or {})}
-    snapshots = export_snapshots(settings.lake_root, versions=versions)
+    snapshots = export_snapshots(settings.lake_root, versions=versions, encoders=encoders)
     store.apply([patient, *pin(snapshots), *FEATURE_SERVICES])
     for table, snap in snapshots.items():
         logger.info("feast reads %s version %s (%d rows)", table, snap.tag, snap.rows)

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import tables
-from cardiolake.cohort.settings import FINDINGS
+from cardiolake.domain import FINDINGS
 from cardiolake.pseudonym import patient_key
 from pipelines import schemas
 from pipelines.landing import LandingInventory

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cardiolake import lake, tables
-from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
+from cardiolake.domain import FINDINGS, STANDARD_LEADS
 from pipelines import schemas
 from pipelines.quarantine import GATE_STAGE_PREFIX, merge_new
 from pipelines.settings import IngestSettings
@@ -249,6 +249,7 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
         )
         echo = lake.read_table(spark, tables.ECHO, lake_root=root).select(
             F.col("record_key").alias("echo_record_key"),
+            F.col("acquisition_time").alias("_echo_time"),
             "frames",
             "n_frames",
             "size",
@@ -257,7 +258,11 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
         )
         align = (
             per_pair.join(
-                ecg.select(F.col("record_key").alias("ecg_record_key"), *_ecg_columns()),
+                ecg.select(
+                    F.col("record_key").alias("ecg_record_key"),
+                    F.col("acquisition_time").alias("_ecg_time"),
+                    *_ecg_columns(),
+                ),
                 "ecg_record_key",
             )
             .join(echo, "echo_record_key")
@@ -270,6 +275,13 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
                 "ecg_record_key",
                 "echo_record_key",
                 "clock_offset_s",
+                # the clip's first frame on the ECG's time axis: echo frame time of a keyframe
+                # at ECG time t is t - clip_start_s (see pipelines.signal.alignment)
+                (
+                    F.col("_echo_time").cast("double")
+                    - F.col("_ecg_time").cast("double")
+                    - F.col("clock_offset_s")
+                ).alias("clip_start_s"),
                 "sync_source",
                 F.col("n_beats").cast("int").alias("n_beats"),
                 F.col("_b.r_peak_s").alias("r_peaks_s"),

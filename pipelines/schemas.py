@@ -25,7 +25,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from cardiolake.cohort.settings import FINDINGS, STANDARD_LEADS
+from cardiolake.domain import FINDINGS, STANDARD_LEADS
 
 
 def _struct(*fields: tuple[str, DataType]) -> StructType:

@@ -22,7 +22,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from scipy.signal import resample_poly
 
 from cardiolake import tables
-from cardiolake.cohort.settings import STANDARD_LEADS
+from cardiolake.domain import STANDARD_LEADS
 from pipelines import schemas
 from pipelines.ecg_source import STANDARD_ALIASES, EcgSource, read_ecg_source
 from pipelines.echo_source import read_echo_clip

@@ -24,7 +24,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import lake, tables
-from cardiolake.cohort.settings import FINDINGS
+from cardiolake.domain import FINDINGS
 from cardiolake.pseudonym import patient_key
 from pipelines import schemas
 from pipelines.bronze_tabular import read_export

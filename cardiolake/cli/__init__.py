@@ -9,6 +9,8 @@ from cardiolake.cli.ecg import app as ecg_app
 from cardiolake.cli.features import app as features_app
 from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
+from cardiolake.cli.mlflow_ui import app as mlflow_app
+from cardiolake.cli.train import app as train_app
 from cardiolake.cli.validate import validate
 from cardiolake.logs import configure_logging
 
@@ -24,6 +26,8 @@ app.add_typer(lake_app, name="lake")
 app.command(name="ingest")(ingest)
 app.command(name="validate")(validate)
 app.add_typer(features_app, name="features")
+app.add_typer(train_app, name="train")
+app.add_typer(mlflow_app, name="mlflow")
 
 
 @app.callback()

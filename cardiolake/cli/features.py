@@ -39,6 +39,12 @@ def apply_cmd(
         False, "--no-build", help="Do not recompute the feature tables from silver."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; write nothing."),
+    encoder: list[str] = typer.Option(
+        None,
+        "--encoder",
+        help="Serve this encoder version from an embedding table, TABLE=NAME/N "
+        "(e.g. ecg_embedding=cardiolake-ecg-encoder/3; default: the newest written).",
+    ),
 ) -> None:
     """Build feature tables from silver, snapshot pinned Delta versions, register definitions."""
     from feature_repo.feature_services import FEATURE_SERVICES
@@ -52,12 +58,20 @@ def apply_cmd(
             f"over {settings.lake_root} (online: {settings.online})"
         )
         return
-    snapshots = apply(open_store(settings), settings, build=not no_build)
+    from cardiolake.tables import get_table
+
+    encoders = {}
+    for item in encoder or []:
+        name, sep, version = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--encoder expects TABLE=NAME/N, got {item!r}")
+        encoders[get_table(name)] = version
+    snapshots = apply(open_store(settings), settings, build=not no_build, encoders=encoders)
     table = Table(title=f"feature sources under {settings.feast_dir}")
-    for col in ("table", "delta version", "rows", "snapshot"):
+    for col in ("table", "delta version", "encoder", "rows", "snapshot"):
         table.add_column(col)
     for t, snap in snapshots.items():
-        table.add_row(str(t), snap.tag, f"{snap.rows:,}", str(snap.path))
+        table.add_row(str(t), snap.tag, snap.model_version or "", f"{snap.rows:,}", str(snap.path))
     console.print(table)
 
 

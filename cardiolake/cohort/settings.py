@@ -7,23 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Standard 12-lead order used everywhere in the generator (and by PTB-XL).
-STANDARD_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
-)  # fmt: skip
-#: Lead sets of the mobile devices: a single-lead patch and a six-lead limb device.
-MOBILE_LEAD_SETS: dict[int, tuple[str, ...]] = {
-    1: ("I",),
-    6: ("I", "II", "III", "aVR", "aVL", "aVF"),
-}
-#: Findings behind the triage decision (multi-label), in a fixed order.
-FINDINGS: tuple[str, ...] = (
-    "reduced_lvef",
-    "atrial_fibrillation",
-    "bundle_branch_block",
-    "lv_hypertrophy",
-    "hyperkalaemia",
-)
+from cardiolake.domain import FINDINGS, MOBILE_LEAD_SETS, STANDARD_LEADS
+
+__all__ = ["FINDINGS", "MOBILE_LEAD_SETS", "STANDARD_LEADS", "CohortSettings"]
 
 
 @dataclass(frozen=True)

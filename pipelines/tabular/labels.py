@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from cardiolake.cohort.settings import FINDINGS
+from cardiolake.domain import FINDINGS
 from pipelines.tabular.labs import RowError, parse_timestamp, text_field
 
 #: The reader name a hospital export uses for the panel's final decision.

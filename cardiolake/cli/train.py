@@ -1,0 +1,120 @@
+"""``cardiolake train``: launch a training stage in the training environment.
+
+Training runs in its own pinned environment (``.venv-train``: Petastorm needs pyarrow 14,
+which Spark 4 and Feast left behind), like a Databricks training task on an ML-runtime
+cluster. This command only finds that interpreter and runs ``python -m training STAGE`` there;
+the two environments share the lake's Delta tables and the MLflow store, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from cardiolake.config import resolve_lake
+from cardiolake.tracking import EXPERIMENTS, TRACKING_ENV, tracking_uri, ui_command
+
+app = typer.Typer(help="Train the models (runs in the training environment).", no_args_is_help=True)
+console = Console(stderr=True)
+
+#: Environment variable naming the training environment's python.
+TRAIN_PYTHON_ENV = "CARDIOLAKE_TRAIN_PYTHON"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def train_python(explicit: Path | None = None) -> Path:
+    """The training environment's interpreter: flag, else $CARDIOLAKE_TRAIN_PYTHON, else .venv-train.
+
+    Raises:
+        typer.Exit: (code 2) when it does not exist, with the command that creates it.
+    """
+    candidate = explicit or Path(os.environ.get(TRAIN_PYTHON_ENV, _REPO / ".venv-train/bin/python"))
+    if not candidate.exists():
+        console.print(
+            f"[red]error:[/] training environment not found at {candidate}: "
+            "run `make train-env` (or set CARDIOLAKE_TRAIN_PYTHON)"
+        )
+        raise typer.Exit(2)
+    return candidate
+
+
+def launch(
+    stage: str,
+    *,
+    lake: Path | None,
+    config: Path | None,
+    sets: list[str] | None,
+    fresh: bool,
+    processes: int | None,
+    python: Path | None,
+    summary_out: Path | None = None,
+) -> dict[str, object]:
+    """Run ``python -m training STAGE`` in the training environment; returns its summary.
+
+    Raises:
+        typer.Exit: with the subprocess's exit code when it fails.
+    """
+    root = resolve_lake(lake)
+    exe = train_python(python)
+    out = summary_out or root / "_mlflow" / f"last_{stage}.json"
+    cmd = [str(exe), "-m", "training", stage, "--lake", str(root), "--summary-out", str(out)]
+    if config is not None:
+        cmd += ["--config", str(config.resolve())]
+    for item in sets or []:
+        cmd += ["--set", item]
+    if fresh:
+        cmd.append("--fresh")
+    if processes is not None:
+        cmd += ["--processes", str(processes)]
+    console.print(f"[bold]{stage}[/]: {' '.join(cmd[1:4])} (training environment {exe})")
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise typer.Exit(result.returncode)
+    summary: dict[str, object] = json.loads(out.read_text())
+    override = os.environ.get(TRACKING_ENV)
+    console.print(
+        f"[green]{stage} done[/]: run {summary.get('run_id')} in experiment "
+        f"{EXPERIMENTS[stage]} at {tracking_uri(root, override)}"
+    )
+    console.print(f"open it with: {' '.join(ui_command(root, override))}")
+    return summary
+
+
+_LAKE = typer.Option(None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake].")
+_CONFIG = typer.Option(None, "--config", help="YAML file with a section per stage.")
+_SET = typer.Option(None, "--set", help="Override one setting, e.g. run.epochs=2 (repeatable).")
+_FRESH = typer.Option(False, "--fresh", help="Start a new run instead of resuming one.")
+_PROC = typer.Option(None, "--processes", help="Run under TorchDistributor with N processes.")
+_PY = typer.Option(None, "--python", help="The training environment's python.")
+
+
+@app.command()
+def pretrain(
+    lake: Path = _LAKE, config: Path = _CONFIG, set_: list[str] = typer.Option(None, "--set",
+    help="Override one setting, e.g. run.epochs=2 (repeatable)."), fresh: bool = _FRESH,
+    processes: int = _PROC, python: Path = _PY,
+) -> None:  # fmt: skip
+    """Stage 1: self-supervised ECG and echo encoders on gold.examples_pretrain."""
+    summary = launch("pretrain", lake=lake, config=config, sets=set_, fresh=fresh,
+                     processes=processes, python=python)  # fmt: skip
+    json.dump(summary, sys.stdout, indent=2, default=str)
+    print()
+
+
+@app.command()
+def align(
+    lake: Path = _LAKE, config: Path = _CONFIG, set_: list[str] = typer.Option(None, "--set",
+    help="Override one setting, e.g. run.epochs=2 (repeatable)."), fresh: bool = _FRESH,
+    processes: int = _PROC, python: Path = _PY,
+) -> None:  # fmt: skip
+    """Stage 2: beat-level ECG <-> echo alignment on gold.examples_align."""
+    summary = launch("align", lake=lake, config=config, sets=set_, fresh=fresh,
+                     processes=processes, python=python)  # fmt: skip
+    json.dump(summary, sys.stdout, indent=2, default=str)
+    print()

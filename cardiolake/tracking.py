@@ -1,0 +1,52 @@
+"""Where a lake's MLflow store lives (both environments resolve it the same way).
+
+By default a lake carries its experiments: a SQLite tracking store at
+``<lake>/_mlflow/mlflow.db`` with artifacts under ``<lake>/_mlflow/artifacts``. Setting
+``MLFLOW_TRACKING_URI`` (read at the CLI edge and passed in as ``override``) points elsewhere,
+for example a Databricks workspace (``databricks``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Environment variable MLflow itself reads; the CLI edge passes its value in.
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+#: One experiment per training stage.
+EXPERIMENTS: dict[str, str] = {
+    "pretrain": "cardiolake-pretrain",
+    "align": "cardiolake-align",
+    "teacher": "cardiolake-teacher",
+    "student": "cardiolake-student",
+}
+#: Registered models of the encoders (their versions are what embedding rows name).
+ENCODER_MODELS: dict[str, str] = {
+    "ecg": "cardiolake-ecg-encoder",
+    "echo": "cardiolake-echo-encoder",
+}
+
+
+def mlflow_root(lake_root: Path) -> Path:
+    """The lake's MLflow folder."""
+    return Path(lake_root).resolve() / "_mlflow"
+
+
+def tracking_uri(lake_root: Path, override: str | None = None) -> str:
+    """The tracking URI: ``override`` when set, else the lake's SQLite store."""
+    if override:
+        return override
+    return f"sqlite:///{mlflow_root(lake_root) / 'mlflow.db'}"
+
+
+def artifact_root(lake_root: Path) -> Path:
+    """Where the lake's experiments keep artifacts."""
+    return mlflow_root(lake_root) / "artifacts"
+
+
+def ui_command(lake_root: Path, override: str | None = None, port: int = 5000) -> list[str]:
+    """The ``mlflow ui`` command line that opens the lake's store."""
+    uri = tracking_uri(lake_root, override)
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--port", str(port)]
+    if not override:
+        cmd += ["--default-artifact-root", artifact_root(lake_root).as_uri()]
+    return cmd

@@ -1,0 +1,239 @@
+"""Settings of the training stages: one frozen dataclass per stage, YAML overrides at the edge.
+
+Defaults are sized for a laptop CPU (the measured rates are in the training README); the
+same fields move a run to a GPU cluster (``device``, ``echo_size``, ``ecg_fs``, ``processes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How examples become tensors (shared by every stage).
+
+    Attributes:
+        ecg_fs: ECG rate the encoders see (silver stores 500 Hz; 100 Hz keeps CPU runs fast).
+        ecg_window_s: length of the ECG crops pretraining contrasts (any length at inference).
+        echo_size: echo frames are resized to ``echo_size`` x ``echo_size`` (112 on a GPU).
+        echo_frames: frames per echo clip.
+        echo_clip_s: seconds a pretraining clip spans (frames spread evenly over it).
+        beat_frames: frames of the echo window that follows one R peak in stage 2.
+        beat_window_s: ECG seconds around an R peak (before, after) that make one beat.
+        key_window_s: echo seconds around end-diastole (before, after) that make one keyframe
+            window: ED, the ejection and ES at the end of the T wave (250-450 ms after R).
+        reader_workers: Petastorm thread-pool workers (one per core was fastest here).
+        shuffle_capacity: rows in the loader's shuffling buffer (row groups are shuffled too).
+    """
+
+    ecg_fs: int = 100
+    ecg_window_s: float = 8.0
+    echo_size: int = 64
+    echo_frames: int = 16
+    echo_clip_s: float = 1.6
+    beat_frames: int = 12
+    beat_window_s: tuple[float, float] = (0.25, 0.45)
+    key_window_s: tuple[float, float] = (0.1, 0.55)
+    reader_workers: int = 2
+    shuffle_capacity: int = 512
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every stage's loop shares.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: examples per optimiser step (per process).
+        lr: AdamW learning rate (cosine decay to 10 % over the run).
+        weight_decay: AdamW weight decay.
+        seed: seeds torch, numpy and the augmentations.
+        device: ``cpu`` or ``cuda``.
+        bf16: autocast the forward pass to bfloat16.
+        grad_checkpointing: recompute block activations in the backward pass (less memory).
+        processes: >1 runs the same loop under ``TorchDistributor`` (gloo on CPU).
+        max_steps_per_epoch: cap on steps per epoch (0: the whole split).
+        embed: write the ``features.*_embedding`` tables when the stage ends.
+    """
+
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    processes: int = 1
+    max_steps_per_epoch: int = 0
+    embed: bool = True
+
+
+@dataclass(frozen=True)
+class EcgEncoderSettings:
+    """The 1-D ResNet over any subset of the 12 leads.
+
+    Attributes:
+        widths: channels of the four residual stages (each after the first halves time).
+        embedding_dim: size of the recording embedding (global average of the last stage).
+        lead_dropout: probability that a lead is hidden from a training view (at least one
+            lead always stays), so the encoder accepts any lead subset.
+        projection_dim: size of the contrastive projection head's output.
+    """
+
+    widths: tuple[int, ...] = (32, 48, 64, 96)
+    embedding_dim: int = 128
+    lead_dropout: float = 0.4
+    projection_dim: int = 64
+
+
+@dataclass(frozen=True)
+class EchoEncoderSettings:
+    """The (2+1)-D CNN over grayscale clips.
+
+    Attributes:
+        widths: channels of the (2+1)-D stages (each halves height and width, keeps time).
+        embedding_dim: size of the clip embedding.
+        projection_dim: size of the contrastive projection head's output.
+        recon_size: masked frames are predicted at ``recon_size`` x ``recon_size``.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 48, 64)
+    embedding_dim: int = 128
+    projection_dim: int = 64
+    recon_size: int = 16
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Stage 1: ECG and echo encoders, each self-supervised on its own unpaired examples.
+
+    Attributes:
+        run: the loop.
+        data: tensors from examples.
+        ecg: the ECG encoder.
+        echo: the echo encoder.
+        temperature: InfoNCE temperature of both contrastive losses.
+        mask_fraction: share of each ECG crop (in 0.5 s segments) and of each clip's frames
+            that masked reconstruction hides and predicts.
+        recon_weight: weight of the masked-reconstruction losses against the contrastive ones.
+        modalities: which encoders to train (``ecg``, ``echo``).
+        table_version: Delta version of ``gold.examples_pretrain`` to read (None: latest).
+        init: ``ssl`` trains; ``random`` only logs a randomly initialised encoder (baseline).
+    """
+
+    run: RunSettings = field(default_factory=RunSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    ecg: EcgEncoderSettings = field(default_factory=EcgEncoderSettings)
+    echo: EchoEncoderSettings = field(default_factory=EchoEncoderSettings)
+    temperature: float = 0.1
+    mask_fraction: float = 0.25
+    recon_weight: float = 1.0
+    modalities: tuple[str, ...] = ("ecg", "echo")
+    table_version: int | None = None
+    init: str = "ssl"
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """Stage 2: beat-level ECG <-> echo keyframe alignment on synchronised pairs.
+
+    Attributes:
+        run: the loop.
+        data: tensors from examples.
+        temperature: InfoNCE temperature of the beat <-> keyframe loss.
+        mask_leads: leads hidden from the ECG beat that cross-attention must predict.
+        mask_frames: keyframe-window frames hidden that cross-attention must predict.
+        recon_weight: weight of the joint masked modelling against the contrastive loss.
+        attention_dim: width of the cross-attention between the modalities.
+        heads: attention heads.
+        beats_per_pair: beats sampled from each aligned pair per epoch.
+        encoder_run_id: the stage-1 run whose encoders start the stage (None: the latest
+            finished stage-1 run of the experiment).
+        table_version: Delta version of ``gold.examples_align`` to read (None: latest).
+        retrieval_candidates: candidates per query in the held-out retrieval metric.
+    """
+
+    run: RunSettings = field(default_factory=lambda: RunSettings(epochs=10, batch_size=64))
+    data: DataSettings = field(default_factory=DataSettings)
+    temperature: float = 0.1
+    mask_leads: int = 4
+    mask_frames: int = 3
+    recon_weight: float = 0.5
+    attention_dim: int = 64
+    heads: int = 4
+    beats_per_pair: int = 4
+    encoder_run_id: str | None = None
+    table_version: int | None = None
+    retrieval_candidates: int = 32
+
+
+def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_settings(cls: type[T], config: Path | None, section: str, **overrides: Any) -> T:
+    """A stage's settings from an optional YAML section, with dotted overrides on top.
+
+    Args:
+        cls: :class:`PretrainSettings` or :class:`AlignSettings`.
+        config: YAML file; its ``section`` (``pretrain``, ``align``) holds nested mappings
+            mirroring the dataclasses, e.g. ``pretrain: {run: {epochs: 2}}``.
+        section: the file's top-level key for this stage.
+        **overrides: ``"run.epochs"``-style keys (use ``__`` for the dot in keyword form);
+            ``None`` values are ignored.
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ValueError: when the file or an override names an unknown field.
+    """
+    values: dict[str, Any] = {}
+    if config is not None:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{config}: expected a mapping at the top level")
+        values = dict(data.get(section) or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        parts = key.replace("__", ".").split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return _build(cls, values, f"{config or 'settings'}:{section}")
+
+
+def as_params(settings: object, prefix: str = "") -> dict[str, str]:
+    """Flatten a settings dataclass into MLflow params (``run.epochs`` -> ``"8"``)."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(as_params(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = str(value)
+    return out
