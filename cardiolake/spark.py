@@ -107,7 +107,7 @@ class SparkSettings:
     master: str = "local[2]"
     app_name: str = "cardiolake"
     shuffle_partitions: int = 8
-    driver_memory: str = "2g"
+    driver_memory: str = "4g"
     delta_mode: DeltaMode = "auto"
     time_zone: str = "UTC"
     ui_enabled: bool = False
@@ -241,6 +241,10 @@ def _build(settings: SparkSettings, *, with_delta: bool) -> SparkSession:
         "spark.ui.showConsoleProgress": "false",
         "spark.pyspark.python": python,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # a silver echo row holds a whole clip (~1 MB): the default 4,096-row vectorized
+        # batch asks the heap for GBs at once (OOM on 1,000 patients); signal tables are
+        # written in 256-row groups anyway
+        "spark.sql.parquet.columnarReaderBatchSize": "256",
     }
     if settings.warehouse_dir is not None:
         conf["spark.sql.warehouse.dir"] = settings.warehouse_dir

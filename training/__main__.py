@@ -40,8 +40,15 @@ def _settings(stage: str, config: Path | None, overrides: dict[str, Any]) -> Any
     return load_settings(cls, config, stage, **overrides)
 
 
-def run_stage(stage: str, settings: Any, lake_root: str, tracking: str | None, fresh: bool) -> Any:
-    """Run one stage in this process (a TorchDistributor worker runs exactly this)."""
+def run_stage(
+    stage: str, settings: Any, lake_root: str, tracking: str | None, fresh: bool,
+    summary_out: str | None = None,
+) -> Any:  # fmt: skip
+    """Run one stage in this process (a TorchDistributor worker runs exactly this).
+
+    The main process (rank 0) writes the summary to ``summary_out`` when given: which worker's
+    return value TorchDistributor hands back is not specified.
+    """
     from training.runner import context_from_env, process_group
 
     import warnings
@@ -58,14 +65,19 @@ def run_stage(stage: str, settings: Any, lake_root: str, tracking: str | None, f
         if stage == "pretrain":
             from training.pretrain import train_pretrain
 
-            return train_pretrain(settings, ctx)
-        from training.align import train_align
+            summary = train_pretrain(settings, ctx)
+        else:
+            from training.align import train_align
 
-        return train_align(settings, ctx)
+            summary = train_align(settings, ctx)
+    if ctx.main and summary_out:
+        Path(summary_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_out).write_text(json.dumps(summary, indent=2, default=str))
+    return summary
 
 
 def distributed(stage: str, settings: Any, lake_root: str, tracking: str | None,
-                fresh: bool, processes: int) -> Any:  # fmt: skip
+                fresh: bool, processes: int, summary_out: str) -> Any:  # fmt: skip
     """Run the stage under TorchDistributor with ``processes`` local processes."""
     from pyspark.ml.torch.distributor import TorchDistributor
     from pyspark.sql import SparkSession
@@ -79,9 +91,10 @@ def distributed(stage: str, settings: Any, lake_root: str, tracking: str | None,
     spark.sparkContext.setLogLevel("ERROR")
     try:
         distributor = TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False)
-        return distributor.run(run_stage, stage, settings, lake_root, tracking, fresh)
+        distributor.run(run_stage, stage, settings, lake_root, tracking, fresh, summary_out)
     finally:
         spark.stop()
+    return json.loads(Path(summary_out).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if settings.run.processes > 1:
+            out = str(args.summary_out or Path(lake_root) / "_checkpoints" / f"{args.stage}.json")
             summary = distributed(args.stage, settings, lake_root, tracking, args.fresh,
-                                  settings.run.processes)  # fmt: skip
+                                  settings.run.processes, out)  # fmt: skip
         else:
             summary = run_stage(args.stage, settings, lake_root, tracking, args.fresh)
     except (TrainingDataError, LookupError) as exc:

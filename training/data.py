@@ -129,26 +129,36 @@ def batches(
         An iterator of dicts of tensors.
     """
     from petastorm import TransformSpec, make_batch_reader
+    from petastorm.errors import NoDataAvailableError
     from petastorm.pytorch import BatchedDataLoader
 
     files = _row_group_of(pinned, "modality", modality) if modality else list(pinned.files)
+    if not files:
+        yield iter(())
+        return
     spec = TransformSpec(
         _chain(_split_filter(split), transform, tensor_fields),
         edit_fields=edit_fields,
         selected_fields=tensor_fields,
     )
-    reader = make_batch_reader(
-        files,
-        schema_fields=fields,
-        transform_spec=spec,
-        reader_pool_type="thread",
-        workers_count=data.reader_workers,
-        shuffle_row_groups=shuffle,
-        seed=seed,
-        cur_shard=shard.index if shard.count > 1 else None,
-        shard_count=shard.count if shard.count > 1 else None,
-        num_epochs=1,
-    )
+    try:
+        reader = make_batch_reader(
+            files,
+            schema_fields=fields,
+            transform_spec=spec,
+            reader_pool_type="thread",
+            workers_count=data.reader_workers,
+            shuffle_row_groups=shuffle,
+            seed=seed,
+            cur_shard=shard.index if shard.count > 1 else None,
+            shard_count=shard.count if shard.count > 1 else None,
+            num_epochs=1,
+        )
+    except NoDataAvailableError:
+        # fewer row groups than shards: this process has nothing (synced() stops the others)
+        logger.warning("%s: no row groups for shard %d of %d", pinned.tag, shard.index, shard.count)
+        yield iter(())
+        return
     loader = BatchedDataLoader(
         reader,
         batch_size=batch_size,

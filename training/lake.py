@@ -134,18 +134,35 @@ def merge_rows(
         version = DeltaTable(uri).version()
         logger.info("%s: created at version %d with %d rows", table, version, rows.num_rows)
         return version, rows.num_rows
-    dt = DeltaTable(uri)
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    metrics = (
-        dt.merge(source=rows, predicate=predicate, source_alias="s", target_alias="t")
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    inserted = int(metrics.get("num_target_rows_inserted", 0))
+    # delta-rs MERGE writes Arrow view types that pyarrow 14 cannot read back, so the
+    # anti-join happens here (on the key columns only) and the new rows are appended
+    existing = pin_any(table, lake_root)
+    fresh = rows
+    if existing is not None:
+        have = read_columns(existing, list(keys)).to_pylist()
+        seen = {tuple(r[k] for k in keys) for r in have}
+        keep = [tuple(r[k] for k in keys) not in seen for r in rows.select(list(keys)).to_pylist()]
+        fresh = rows.filter(pa.array(keep, pa.bool_()))
+    if fresh.num_rows == 0:
+        version = DeltaTable(uri).version()
+        logger.info("%s: nothing new (version %d)", table, version)
+        return version, 0
+    write_deltalake(uri, fresh, mode="append")
     version = DeltaTable(uri).version()
-    logger.info("%s: merged %d new rows -> version %d", table, inserted, version)
-    return version, inserted
+    logger.info("%s: appended %d new rows -> version %d", table, fresh.num_rows, version)
+    return version, fresh.num_rows
 
+
+def pin_any(table: Table, lake_root: Path) -> PinnedTable | None:
+    """The latest version pinned, or None when the table has no Delta log or no files."""
+    uri = str(table.path(lake_root))
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    dt = DeltaTable(uri)
+    files = [f if "://" in f else Path(f).resolve().as_uri() for f in dt.file_uris()]
+    if not files:
+        return None
+    return PinnedTable(table, uri, dt.version(), tuple(sorted(files)), -1)
 
 __all__ = [
     "PinnedTable",
@@ -153,5 +170,6 @@ __all__ = [
     "latest",
     "merge_rows",
     "pin",
+    "pin_any",
     "read_columns",
 ]

@@ -132,8 +132,11 @@ def build_gold(root: Path, patients: int = 20, seed: int = 0) -> dict[str, int]:
     for table, arrow in out.items():
         path = table.path(root)
         path.mkdir(parents=True, exist_ok=True)
-        # ~8 row groups per table so shards and shuffles have something to split
-        write_deltalake(str(path), arrow, mode="overwrite")
+        # four files (row groups) per table, like Spark's tasks, so shards have parts to split
+        step = (arrow.num_rows + 3) // 4
+        for i, start in enumerate(range(0, arrow.num_rows, step)):
+            mode = "overwrite" if i == 0 else "append"
+            write_deltalake(str(path), arrow.slice(start, step), mode=mode)
     return {str(t): a.num_rows for t, a in out.items()}
 
 
