@@ -146,7 +146,7 @@ def batches(
             files,
             schema_fields=fields,
             transform_spec=spec,
-            reader_pool_type="thread",
+            reader_pool_type=data.reader_pool,
             workers_count=data.reader_workers,
             shuffle_row_groups=shuffle,
             seed=seed,

@@ -26,12 +26,13 @@ from torch import nn
 from cardiolake import tables
 from cardiolake.tables import Table
 from cardiolake.tracking import ENCODER_MODELS
+from training.cache import ecg_at_rate
 from training.data import iter_rows
 from training.encoders import EcgEncoder, EchoEncoder
 from training.lake import PinnedTable, latest, merge_rows, pin, read_columns
 from training.settings import DataSettings
 from training.tracking import DELTA_TAG, STAGE_TAG, LoggedModel, log_encoder
-from training.transforms import LEAD_COLUMNS, decode_frames, ecg_matrix, frames_at, resize_frames
+from training.transforms import LEAD_COLUMNS, decode_frames, ecg_matrices, frames_at, resize_frames
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def ecg_embeddings(
     columns = ["record_key", "patient_key", "fs", "n_samples", *LEAD_COLUMNS]
     filt = ds.field("modality") == "ecg" if pinned.table == tables.EXAMPLES_PRETRAIN else None
     for frame in iter_rows(pinned, columns, batch_rows=batch_rows, filter=filt):
-        mats = [ecg_matrix(row, fs) for row in frame.to_dict("records")]
+        mats = ecg_matrices(frame, fs)
         out = np.zeros((len(frame), encoder.cfg.embedding_dim), dtype=np.float32)
         lengths = np.array([m[0].shape[-1] for m in mats])
         for n in np.unique(lengths):
@@ -220,7 +221,8 @@ def log_and_embed(
     if not write:
         return out
     written: dict[str, Any] = {}
-    ecg_rows = to_rows(ecg_embeddings(ecg, pinned, data.ecg_fs), ecg_model, stage,
+    ecg_source = ecg_at_rate(pinned, lake_root, data.ecg_fs)
+    ecg_rows = to_rows(ecg_embeddings(ecg, ecg_source, data.ecg_fs), ecg_model, stage,
                        event_times(lake_root, tables.ECG))  # fmt: skip
     written[str(tables.ECG_EMBEDDING)] = write_embeddings(ecg_rows, tables.ECG_EMBEDDING, lake_root)
     if latest(tables.ECHO, lake_root) is not None:

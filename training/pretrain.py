@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cardiolake import tables
+from training.cache import ecg_at_rate
 from training.data import ecg_loader, echo_loader
 from training.encoders import (
     EcgEncoder,
@@ -262,6 +263,7 @@ def train_pretrain(settings: PretrainSettings, ctx: Context) -> dict[str, Any]:
     from training.embed import log_and_embed
 
     pinned = pin(tables.EXAMPLES_PRETRAIN, ctx.lake_root, version=settings.table_version)
+    ecg_pinned = ecg_at_rate(pinned, ctx.lake_root, settings.data.ecg_fs)
     gen = seed_everything(settings.run.seed + 7919 * ctx.rank)
     ecg, echo = build_models(settings)
     models = {**ecg.modules(), **echo.modules()}
@@ -287,12 +289,12 @@ def train_pretrain(settings: PretrainSettings, ctx: Context) -> dict[str, Any]:
             cosine_lr(optimizer, settings.run.lr, epoch / max(1, epochs))
             seed = settings.run.seed * 1000 + epoch
             metrics = {}
-            for kind, model in (("ecg", ecg), ("echo", echo)):
+            for kind, model, source in (("ecg", ecg, ecg_pinned), ("echo", echo, pinned)):
                 if kind not in settings.modalities:
                     continue
-                metrics |= _epoch(kind, model, pinned, settings, ctx, optimizer, gen, seed,
+                metrics |= _epoch(kind, model, source, settings, ctx, optimizer, gen, seed,
                                   (epoch, epochs))  # fmt: skip
-                metrics |= _epoch(kind, model, pinned, settings, ctx, None, gen, seed,
+                metrics |= _epoch(kind, model, source, settings, ctx, None, gen, seed,
                                   (epoch, epochs))  # fmt: skip
             stage.end_epoch(epoch, metrics, state, best_key="val_ecg_loss")
         if ctx.main:

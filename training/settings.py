@@ -30,7 +30,8 @@ class DataSettings:
         beat_window_s: ECG seconds around an R peak (before, after) that make one beat.
         key_window_s: echo seconds around end-diastole (before, after) that make one keyframe
             window: ED, the ejection and ES at the end of the T wave (250-450 ms after R).
-        reader_workers: Petastorm thread-pool workers (one per core was fastest here).
+        reader_workers: Petastorm pool workers (one per core was fastest here).
+        reader_pool: ``thread`` or ``process`` (Petastorm's worker pool).
         shuffle_capacity: rows in the loader's shuffling buffer (row groups are shuffled too).
     """
 
@@ -43,6 +44,7 @@ class DataSettings:
     beat_window_s: tuple[float, float] = (0.25, 0.45)
     key_window_s: tuple[float, float] = (0.1, 0.55)
     reader_workers: int = 2
+    reader_pool: str = "thread"
     shuffle_capacity: int = 512
 
 
