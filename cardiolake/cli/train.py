@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 import typer
+from deltalake import DeltaTable
 from rich.console import Console
 
+from cardiolake import tables
 from cardiolake.config import resolve_lake
 from cardiolake.tracking import EXPERIMENTS, TRACKING_ENV, tracking_uri, ui_command
 
@@ -26,6 +28,8 @@ console = Console(stderr=True)
 #: Environment variable naming the training environment's python.
 TRAIN_PYTHON_ENV = "CARDIOLAKE_TRAIN_PYTHON"
 _REPO = Path(__file__).resolve().parents[2]
+#: The gold table each stage trains on (checked before the training environment starts).
+_NEEDS = {"pretrain": tables.EXAMPLES_PRETRAIN, "align": tables.EXAMPLES_ALIGN}
 
 
 def train_python(explicit: Path | None = None) -> Path:
@@ -62,6 +66,13 @@ def launch(
     """
     root = resolve_lake(lake)
     exe = train_python(python)
+    needed = _NEEDS[stage]
+    if not DeltaTable.is_deltatable(str(needed.path(root))):
+        console.print(
+            f"[red]error:[/] {needed} does not exist under {root}: "
+            "run `cardiolake ingest --landing DIR --lake LAKE` first"
+        )
+        raise typer.Exit(2)
     out = summary_out or root / "_mlflow" / f"last_{stage}.json"
     cmd = [str(exe), "-m", "training", stage, "--lake", str(root), "--summary-out", str(out)]
     if config is not None:

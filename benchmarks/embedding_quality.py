@@ -1,0 +1,161 @@
+"""What the ECG embeddings know: linear probes for urgent triage, and cross-modal retrieval.
+
+Runs in the platform environment on a lake the training stages wrote to:
+
+    .venv/bin/python benchmarks/embedding_quality.py --lake L --landing LANDING
+
+For every encoder stage in ``features.ecg_embedding`` (``random`` init, stage-1 ``pretrain``,
+stage-2 ``align``; the newest version of each), a logistic-regression probe is fitted on the
+embeddings of the 12-lead ECGs of ``gold.examples_labeled``'s train + validation patients and
+scored on its test patients (the lake's own patient-level split): AUC for the adjudicated
+urgent label with a patient bootstrap 95 % CI. The same probe on the cohort's ECG-observable
+latent truth (``truth/patients.parquet``, joined through the pseudonym) is the ceiling a linear
+read-out of a perfect ECG encoder would reach. The held-out beat -> keyframe retrieval of the
+newest stage-2 run (top-1 among 32 candidates from other patients) comes from its MLflow
+metrics, against chance (1/32). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cardiolake import lake, tables
+from cardiolake.cohort.describe import ECG12_FEATURES
+from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV, patient_key
+from cardiolake.tracking import EXPERIMENTS, tracking_uri
+
+STAGES = ("random", "pretrain", "align")
+
+
+def bootstrap_auc(y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the AUC over patient resamples."""
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            aucs.append(roc_auc_score(y[idx], p[idx]))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:
+    """Standardise + L2 logistic regression (C by 5-fold CV on train); test AUC with CI."""
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(Cs=np.logspace(-4, 1, 12), cv=5, scoring="roc_auc", max_iter=5000),
+    )
+    model.fit(train_x, train_y)
+    p = model.predict_proba(test_x)[:, 1]
+    lo, hi = bootstrap_auc(test_y, p)
+    return {"auc": float(roc_auc_score(test_y, p)), "ci95": [lo, hi], "n_train": len(train_y),
+            "n_test": len(test_y), "positives_test": int(test_y.sum())}  # fmt: skip
+
+
+def labeled_examples(lake_root: Path) -> pd.DataFrame:
+    cols = ["patient_key", "split", "triage_urgent", "ecg_record_key"]
+    frame = lake.read_pandas(tables.EXAMPLES_LABELED, lake_root=lake_root, columns=cols)
+    return frame.dropna(subset=["triage_urgent"]).drop_duplicates("patient_key")
+
+
+def stage_versions(emb: pd.DataFrame) -> dict[str, str]:
+    """The newest encoder version of each stage present in the table."""
+    out = {}
+    for stage in STAGES:
+        rows = emb[emb["encoder_stage"] == stage]
+        if len(rows):
+            out[stage] = str(rows.sort_values("written_at")["model_version"].iloc[-1])
+    return out
+
+
+def latent_features(landing: Path, secret: str) -> pd.DataFrame:
+    truth = pd.read_parquet(landing / "truth" / "patients.parquet")
+    truth = truth.assign(
+        lbbb=(truth["conduction"] == "LBBB").astype(int),
+        rbbb=(truth["conduction"] == "RBBB").astype(int),
+        af=truth["af"].astype(int),
+        patient_key=[patient_key(str(m), secret) for m in truth["mrn"]],
+    )
+    return truth[["patient_key", *ECG12_FEATURES]]
+
+
+def retrieval_metrics(lake_root: Path) -> dict:
+    """Held-out retrieval of the newest finished stage-2 run (from MLflow)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(lake_root, os.environ.get("MLFLOW_TRACKING_URI")))
+    exp = mlflow.get_experiment_by_name(EXPERIMENTS["align"])
+    if exp is None:
+        return {}
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1,
+                              output_format="list")  # fmt: skip
+    if not runs:
+        return {}
+    m = runs[0].data.metrics
+    return {"run_id": runs[0].info.run_id, "top1": m.get("test_retrieval_top1"),
+            "queries": m.get("test_retrieval_queries"), "chance": m.get("retrieval_chance"),
+            "validation_top1": m.get("validation_retrieval_top1")}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--landing", type=Path, help="the cohort (truth/) for the latent ceiling")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embedding_quality.json"))
+    args = parser.parse_args()
+    secret = os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET)
+
+    labeled = labeled_examples(args.lake)
+    emb = lake.read_pandas(tables.ECG_EMBEDDING, lake_root=args.lake)
+    fit_split = labeled["split"].isin(["train", "validation"])
+    results: dict[str, dict] = {}
+    for stage, version in stage_versions(emb).items():
+        rows = emb[emb["model_version"] == version][["record_key", "embedding"]]
+        joined = labeled.merge(rows, left_on="ecg_record_key", right_on="record_key")
+        x = np.stack(joined["embedding"].to_numpy()).astype(np.float64)
+        y = joined["triage_urgent"].astype(int).to_numpy()
+        fit = joined["split"].isin(["train", "validation"]).to_numpy()
+        results[stage] = {"model_version": version, **probe(x[fit], y[fit], x[~fit], y[~fit])}
+    if args.landing is not None:
+        latent = labeled.merge(latent_features(args.landing, secret), on="patient_key")
+        x = latent[list(ECG12_FEATURES)].to_numpy(dtype=np.float64)
+        y = latent["triage_urgent"].astype(int).to_numpy()
+        fit = latent["split"].isin(["train", "validation"]).to_numpy()
+        results["latent_ceiling"] = {"model_version": "truth: " + ",".join(ECG12_FEATURES),
+                                     **probe(x[fit], y[fit], x[~fit], y[~fit])}  # fmt: skip
+    retrieval = retrieval_metrics(args.lake)
+
+    print(f"linear probe, urgent triage (fit on {int(fit_split.sum())} train+validation patients, "
+          f"test split of the lake)")  # fmt: skip
+    print(f"{'encoder':<16} {'AUC':>6} {'95% CI':>15} {'n test':>7}  version")
+    for name, r in results.items():
+        lo, hi = r["ci95"]
+        print(f"{name:<16} {r['auc']:>6.3f} {f'[{lo:.3f}, {hi:.3f}]':>15} {r['n_test']:>7}  "
+              f"{r['model_version']}")  # fmt: skip
+    order = [s for s in STAGES if s in results]
+    monotone = all(results[a]["auc"] < results[b]["auc"] for a, b in zip(order, order[1:]))
+    print(f"random < pretrain < align: {'yes' if monotone and len(order) == 3 else 'no'}")
+    if retrieval:
+        print(f"retrieval (test beats, 1 of {round(1 / retrieval['chance'])}): top-1 "
+              f"{retrieval['top1']:.3f} vs chance {retrieval['chance']:.3f} "
+              f"over {int(retrieval['queries'])} queries")  # fmt: skip
+    out = {"lake": str(args.lake), "probes": results, "ordered": monotone, "retrieval": retrieval,
+           "load_average": list(os.getloadavg())}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
