@@ -29,15 +29,20 @@ install: $(STAMP) $(TRAIN_STAMP)
 ## train-env: only the training environment (.venv-train)
 train-env: $(TRAIN_STAMP)
 
-## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included), serve features
+## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included),
+## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings
 demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort plot $(DEMO)/landing --patient 1 --out $(DEMO)/patient_1.png
 	$(VENV)/bin/cardiolake ingest --landing $(DEMO)/landing --lake $(DEMO)/lake
+	$(VENV)/bin/cardiolake train pretrain --lake $(DEMO)/lake --config training/configs/demo.yaml
+	$(VENV)/bin/cardiolake train align --lake $(DEMO)/lake --config training/configs/demo.yaml
 	$(VENV)/bin/cardiolake lake tables --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake features apply --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake features materialize --lake $(DEMO)/lake
+	@echo "MLflow runs (experiments cardiolake-pretrain, cardiolake-align): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
+	@echo "open them with: $(VENV)/bin/cardiolake mlflow ui --lake $(DEMO)/lake"
 
 ## test: the whole suite (real Spark, Delta, DICOM tools, both environments); benchmarks are opt-in
 test: $(STAMP) $(TRAIN_STAMP)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ from cardiolake.tracking import EXPERIMENTS, tracking_uri
 STAGES = ("random", "pretrain", "align")
 
 
-def bootstrap_auc(y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_auc(
+    y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """95 % percentile interval of the AUC over patient resamples."""
     rng = np.random.default_rng(seed)
     aucs = []
@@ -51,15 +54,19 @@ def bootstrap_auc(y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0)
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:
     """Standardise + L2 logistic regression (C by 5-fold CV on train); test AUC with CI."""
+    sizes = {"n_train": len(train_y), "n_test": len(test_y), "positives_test": int(test_y.sum())}
+    minority = min(np.bincount(train_y, minlength=2).min(), np.bincount(test_y, minlength=2).min())
+    if minority < 2:  # a tiny smoke-test lake: nothing to measure, say so
+        return {"auc": None, "ci95": [None, None], **sizes}
     model = make_pipeline(
         StandardScaler(),
-        LogisticRegressionCV(Cs=np.logspace(-4, 1, 12), cv=5, scoring="roc_auc", max_iter=5000),
-    )
+        LogisticRegressionCV(Cs=np.logspace(-4, 1, 12), cv=int(min(5, minority)),
+                             scoring="roc_auc", max_iter=5000),
+    )  # fmt: skip
     model.fit(train_x, train_y)
     p = model.predict_proba(test_x)[:, 1]
     lo, hi = bootstrap_auc(test_y, p)
-    return {"auc": float(roc_auc_score(test_y, p)), "ci95": [lo, hi], "n_train": len(train_y),
-            "n_test": len(test_y), "positives_test": int(test_y.sum())}  # fmt: skip
+    return {"auc": float(roc_auc_score(test_y, p)), "ci95": [lo, hi], **sizes}
 
 
 def labeled_examples(lake_root: Path) -> pd.DataFrame:
@@ -112,8 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lake", type=Path, required=True)
     parser.add_argument("--landing", type=Path, help="the cohort (truth/) for the latent ceiling")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embedding_quality.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/embedding_quality.json")
+    )
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     secret = os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET)
 
     labeled = labeled_examples(args.lake)
@@ -141,12 +151,15 @@ def main() -> None:
     print(f"{'encoder':<16} {'AUC':>6} {'95% CI':>15} {'n test':>7}  version")
     for name, r in results.items():
         lo, hi = r["ci95"]
-        print(f"{name:<16} {r['auc']:>6.3f} {f'[{lo:.3f}, {hi:.3f}]':>15} {r['n_test']:>7}  "
-              f"{r['model_version']}")  # fmt: skip
-    order = [s for s in STAGES if s in results]
-    monotone = all(results[a]["auc"] < results[b]["auc"] for a, b in zip(order, order[1:]))
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+        ci = "" if lo is None else f"[{lo:.3f}, {hi:.3f}]"
+        print(f"{name:<16} {auc:>6} {ci:>15} {r['n_test']:>7}  {r['model_version']}")
+    order = [s for s in STAGES if s in results and results[s]["auc"] is not None]
+    monotone = all(
+        results[a]["auc"] < results[b]["auc"] for a, b in zip(order, order[1:], strict=False)
+    )
     print(f"random < pretrain < align: {'yes' if monotone and len(order) == 3 else 'no'}")
-    if retrieval:
+    if retrieval.get("top1") is not None:
         print(f"retrieval (test beats, 1 of {round(1 / retrieval['chance'])}): top-1 "
               f"{retrieval['top1']:.3f} vs chance {retrieval['chance']:.3f} "
               f"over {int(retrieval['queries'])} queries")  # fmt: skip

@@ -125,13 +125,18 @@ def main() -> None:
         "petastorm": rate,
         "petastorm_500hz_gold": raw_rate,
         "pyarrow": time_pyarrow(
-            ecg_pinned, ["record_key", "modality", "fs", "n_samples", *LEAD_COLUMNS],
-            lambda f: ecg_rows(f, shape), ds.field("modality") == "ecg", args.max_batches * args.batch_size,
+            ecg_pinned,
+            ["record_key", "modality", "fs", "n_samples", *LEAD_COLUMNS],
+            lambda f: ecg_rows(f, shape),
+            ds.field("modality") == "ecg",
+            args.max_batches * args.batch_size,
         ),
         "memory": time_memory(batches),
         "train_step": time_steps(
-            lambda b: ecg_step(ecg_model, b, pre, gen)[0], batches,
-            [p for m in ecg_model.modules().values() for p in m.parameters()], args.steps,
+            lambda b: ecg_step(ecg_model, b, pre, gen)[0],
+            batches,
+            [p for m in ecg_model.modules().values() for p in m.parameters()],
+            args.steps,
         ),
     }
     # stage 1, echo
@@ -142,14 +147,18 @@ def main() -> None:
     results["pretrain_echo"] = {
         "petastorm": rate,
         "pyarrow": time_pyarrow(
-            pinned, ["record_key", "modality", "frames", "n_frames", "size", "fps"],
-            lambda f: echo_rows(f, eshape), ds.field("modality") == "echo",
+            pinned,
+            ["record_key", "modality", "frames", "n_frames", "size", "fps"],
+            lambda f: echo_rows(f, eshape),
+            ds.field("modality") == "echo",
             args.max_batches * args.batch_size,
         ),
         "memory": time_memory(batches),
         "train_step": time_steps(
-            lambda b: echo_step(echo_model, b, pre, gen)[0], batches,
-            [p for m in echo_model.modules().values() for p in m.parameters()], args.steps,
+            lambda b: echo_step(echo_model, b, pre, gen)[0],
+            batches,
+            [p for m in echo_model.modules().values() for p in m.parameters()],
+            args.steps,
         ),
     }
     # stage 2, beats
@@ -165,12 +174,15 @@ def main() -> None:
             *LEAD_COLUMNS, "frames", "n_frames", "size", "fps", "frame_times_s"]  # fmt: skip
     results["align_beats"] = {
         "petastorm": rate,
-        "pyarrow": time_pyarrow(apinned, cols, lambda f: beat_rows(f, bshape), None,
-                                args.max_batches * args.batch_size),  # fmt: skip
+        "pyarrow": time_pyarrow(
+            apinned, cols, lambda f: beat_rows(f, bshape), None, args.max_batches * args.batch_size
+        ),  # fmt: skip
         "memory": time_memory(batches),
         "train_step": time_steps(
-            lambda b: aligner(b["ecg"], b["lead_mask"], b["keyframes"], gen).loss, batches,
-            list(aligner.parameters()), args.steps,
+            lambda b: aligner(b["ecg"], b["lead_mask"], b["keyframes"], gen).loss,
+            batches,
+            list(aligner.parameters()),
+            args.steps,
         ),
     }
     for r in results.values():

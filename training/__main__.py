@@ -49,9 +49,9 @@ def run_stage(
     The main process (rank 0) writes the summary to ``summary_out`` when given: which worker's
     return value TorchDistributor hands back is not specified.
     """
-    from training.runner import context_from_env, process_group
-
     import warnings
+
+    from training.runner import context_from_env, process_group
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "petastorm", "alembic", "mlflow.store"):

@@ -97,7 +97,9 @@ class Aligner(nn.Module):
         scores = torch.rand(lead_mask.shape, generator=gen) + (1 - lead_mask) * 2
         order = scores.argsort(dim=1)
         n_present = lead_mask.sum(1, keepdim=True)
-        n_hide = torch.clamp(torch.minimum(torch.full_like(n_present, s.mask_leads), n_present - 1), min=0)
+        n_hide = torch.clamp(
+            torch.minimum(torch.full_like(n_present, s.mask_leads), n_present - 1), min=0
+        )
         rank = order.argsort(dim=1).float()
         hide_leads = (rank < n_hide) & (lead_mask > 0)
         visible = lead_mask * (~hide_leads).float()
@@ -135,7 +137,7 @@ def retrieval_top1(
     z_ecg: torch.Tensor, z_echo: torch.Tensor, patients: torch.Tensor, *, candidates: int,
     gen: torch.Generator,
 ) -> tuple[float, int]:  # fmt: skip
-    """Top-1 accuracy of picking a beat's own keyframe among ``candidates`` (others: other patients).
+    """Top-1 accuracy of picking a beat's own keyframe among ``candidates`` from other patients.
 
     Args:
         z_ecg: (N, D) unit-norm beat embeddings.

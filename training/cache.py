@@ -65,9 +65,7 @@ def ecg_at_rate(pinned: PinnedTable, lake_root: Path, fs: int) -> PinnedTable:
         out["n_samples"] = np.array([m[0].shape[-1] for m in mats], dtype=np.int32)
         arrays = {k: pa.array(v) for k, v in out.items()}
         for i, col in enumerate(LEAD_COLUMNS):
-            arrays[col] = pa.array(
-                [m[0][i] if m[1][i] > 0 else None for m in mats], type=floats
-            )
+            arrays[col] = pa.array([m[0][i] if m[1][i] > 0 else None for m in mats], type=floats)
         batches.append(pa.table(arrays))
     if not batches:
         raise ValueError(f"{pinned.tag} has no ECG rows")
@@ -75,8 +73,8 @@ def ecg_at_rate(pinned: PinnedTable, lake_root: Path, fs: int) -> PinnedTable:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_deltalake(str(tmp), table, mode="error",
-                    writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS))  # fmt: skip
+    props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
+    write_deltalake(str(tmp), table, mode="error", writer_properties=props)
     try:
         tmp.rename(path)  # whole or not at all: a killed build leaves no half cache
     except OSError:  # another process (a distributed worker) finished first

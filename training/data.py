@@ -279,7 +279,7 @@ def beat_loader(
     seed: int = 0,
     drop_last: bool = True,
 ) -> contextlib.AbstractContextManager[Iterator[dict[str, torch.Tensor]]]:
-    """Beats of ``gold.examples_align``: ``ecg`` window, ``lead_mask``, ``keyframes``, ``patient``."""
+    """Beats of ``gold.examples_align``: ``ecg`` window, ``lead_mask``, ``keyframes``, patient."""
     shape = beat_shape(data, beats=beats, seed=seed)
     return batches(
         pinned,

@@ -1,4 +1,4 @@
-"""The lake as the training environment sees it: pinned Delta versions, read and written by delta-rs.
+"""The lake as the training environment sees it: pinned Delta versions, read/written by delta-rs.
 
 The training environment has neither Spark 4 nor the platform's :mod:`cardiolake.lake` (whose
 Spark data source needs Spark 4), so it talks to the Delta log directly: a table version is
@@ -163,6 +163,7 @@ def pin_any(table: Table, lake_root: Path) -> PinnedTable | None:
     if not files:
         return None
     return PinnedTable(table, uri, dt.version(), tuple(sorted(files)), -1)
+
 
 __all__ = [
     "PinnedTable",

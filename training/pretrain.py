@@ -269,7 +269,9 @@ def train_pretrain(settings: PretrainSettings, ctx: Context) -> dict[str, Any]:
     models = {**ecg.modules(), **echo.modules()}
     trainable = [p for name, m in models.items() if name.split("_")[0] in settings.modalities
                  for p in m.parameters()]  # fmt: skip
-    optimizer = torch.optim.AdamW(trainable, lr=settings.run.lr, weight_decay=settings.run.weight_decay)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=settings.run.lr, weight_decay=settings.run.weight_decay
+    )
     state: dict[str, Any] = {**models, "optimizer": optimizer}
     random_init = settings.init == "random"
     logger.info(
@@ -309,4 +311,3 @@ def train_pretrain(settings: PretrainSettings, ctx: Context) -> dict[str, Any]:
 
 
 __all__ = ["build_models", "ecg_views", "train_pretrain"]
-

@@ -283,7 +283,9 @@ class StageRun:
                 png = self.curves.plot(Path(tmp) / f"{self.stage}_curves.png", f"{self.stage}")
                 log_figure_file(png)
         ckpt = ckpts.load(self.folder)
-        if ckpt is None or ckpt.run_id != self.run_id:  # a run of zero epochs (a random-init baseline) still leaves a record
+        if (
+            ckpt is None or ckpt.run_id != self.run_id
+        ):  # a run of zero epochs (a random-init baseline) still leaves a record
             ckpt = ckpts.Checkpoint(
                 run_id=self.run_id, epoch=0, state={k: v.state_dict() for k, v in state.items()},
                 settings=dataclasses.asdict(self.settings),

@@ -1,4 +1,4 @@
-"""Row-group transforms Petastorm runs in its reader threads: example rows in, fixed-shape arrays out.
+"""Row-group transforms Petastorm runs in its reader threads: example rows in, fixed shapes out.
 
 They live in an importable module because Petastorm pickles ``TransformSpec`` functions by
 reference. Each turns one pandas row group of a gold example table into the arrays a stage
@@ -283,7 +283,9 @@ def beat_rows(frame: pd.DataFrame, shape: BeatShape) -> pd.DataFrame:
     recordings. Echo times come from the ECG axis by ``t - clip_start_s`` (gold alignment).
     """
     salt = next(_calls)
-    cols: dict[str, list[Any]] = {k: [] for k in ("ecg", "lead_mask", "keyframes", "patient", "beat")}
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("ecg", "lead_mask", "keyframes", "patient", "beat")
+    }
     keys: list[str] = []
     for row in frame.to_dict("records"):
         r_peaks = np.asarray(row["r_peaks_s"], dtype=np.float64)

@@ -12,13 +12,17 @@ from rich.console import Console
 from cardiolake.config import resolve_lake
 from cardiolake.tracking import TRACKING_ENV, tracking_uri, ui_command
 
-app = typer.Typer(help="The lake's MLflow store (experiments of every stage).", no_args_is_help=True)
+app = typer.Typer(
+    help="The lake's MLflow store (experiments of every stage).", no_args_is_help=True
+)
 console = Console()
 
 
 @app.command()
 def ui(
-    lake: Path = typer.Option(None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."),
+    lake: Path = typer.Option(
+        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+    ),
     port: int = typer.Option(5000, "--port", help="Port of the UI."),
     print_only: bool = typer.Option(False, "--print", help="Only print the command."),
 ) -> None:
@@ -32,7 +36,9 @@ def ui(
 
 @app.command()
 def uri(
-    lake: Path = typer.Option(None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."),
+    lake: Path = typer.Option(
+        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+    ),
 ) -> None:
     """Print the tracking URI training runs log to."""
     print(tracking_uri(resolve_lake(lake), os.environ.get(TRACKING_ENV)))

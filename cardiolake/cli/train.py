@@ -33,7 +33,7 @@ _NEEDS = {"pretrain": tables.EXAMPLES_PRETRAIN, "align": tables.EXAMPLES_ALIGN}
 
 
 def train_python(explicit: Path | None = None) -> Path:
-    """The training environment's interpreter: flag, else $CARDIOLAKE_TRAIN_PYTHON, else .venv-train.
+    """The training interpreter: the flag, else $CARDIOLAKE_TRAIN_PYTHON, else .venv-train's.
 
     Raises:
         typer.Exit: (code 2) when it does not exist, with the command that creates it.

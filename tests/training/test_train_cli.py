@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -94,7 +96,12 @@ def test_every_embedding_row_names_a_registered_model_version(trained: dict) -> 
 def test_feast_serves_the_newest_encoder_and_any_chosen_one(trained: dict) -> None:
     root = trained["lake"]
     from feature_repo.store import (
-        ENCODER_TAG, FeatureSettings, apply, get_online, materialize, open_store,
+        ENCODER_TAG,
+        FeatureSettings,
+        apply,
+        get_online,
+        materialize,
+        open_store,
     )
 
     settings = FeatureSettings(lake_root=root)
@@ -106,12 +113,14 @@ def test_feast_serves_the_newest_encoder_and_any_chosen_one(trained: dict) -> No
     newest = emb[emb["model_version"] == f"{ENCODER_MODELS['ecg']}/2"]
     latest = newest.sort_values("event_time").groupby("patient_key").tail(1).iloc[0]
     got = get_online(store, [latest["patient_key"]],
-                     features=["ecg_embedding:ecg_embedding", "ecg_embedding:ecg_model_version"])  # fmt: skip
+                     features=["ecg_embedding:ecg_embedding",
+                               "ecg_embedding:ecg_model_version"])  # fmt: skip
     np.testing.assert_allclose(np.asarray(got["ecg_embedding"].iloc[0]), latest["embedding"],
                                rtol=1e-6)  # fmt: skip
     assert got["ecg_model_version"].iloc[0] == f"{ENCODER_MODELS['ecg']}/2"
     result = CliRunner().invoke(app, ["features", "apply", "--lake", str(root), "--no-build",
-                                      "--encoder", f"ecg_embedding={ENCODER_MODELS['ecg']}/1"])  # fmt: skip
+                                      "--encoder",
+                                      f"ecg_embedding={ENCODER_MODELS['ecg']}/1"])  # fmt: skip
     assert result.exit_code == 0, result.output
     view = open_store(settings).get_feature_view("ecg_embedding")
     assert view.tags[ENCODER_TAG] == f"{ENCODER_MODELS['ecg']}/1"
@@ -134,3 +143,18 @@ def test_train_explains_a_missing_environment_or_lake(tmp_path: Path) -> None:
                                  "--python", str(TRAIN_PYTHON)])  # fmt: skip
     assert result.exit_code == 2
     assert "gold.examples_pretrain" in result.output and "cardiolake ingest" in result.output
+
+
+def test_embedding_quality_benchmark_runs_on_a_small_lake(trained: dict, tiny_cohort: Path,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "quality.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/embedding_quality.py", "--lake", str(trained["lake"]),
+         "--landing", str(tiny_cohort), "--out", str(out)],
+        cwd=_REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"pretrain", "align", "latent_ceiling"} <= set(result["probes"])
+    assert result["retrieval"]["run_id"] == trained["align"]["run_id"]
+    assert result["retrieval"]["chance"] == pytest.approx(1 / 32)

@@ -15,17 +15,19 @@ import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
 
 from cardiolake import tables
+from cardiolake.domain import STANDARD_LEADS
 from cardiolake.tracking import tracking_uri
 from training.data import ecg_loader
 from training.lake import pin
 from training.settings import DataSettings
 
 REPO = Path(__file__).resolve().parents[3]
+
+
 def _env() -> dict[str, str]:
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: a child must log to its own lake
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -51,16 +53,14 @@ def _ecg_rows(values: list[float], n: int = 1000) -> pa.Table:
     rows = []
     for v in values:
         leads = {f"lead_{x}": (np.full(n, v, np.float32).tolist() if x == "I" else None)
-                 for x in ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5",
-                           "V6")}  # fmt: skip
+                 for x in STANDARD_LEADS}  # fmt: skip
         rows.append({"example_key": f"k{v}", "modality": "ecg", "record_key": f"k{v}",
                      "split": "train", "fs": 100, "n_samples": n, **leads})  # fmt: skip
     floats = pa.list_(pa.float32())
+    leads = [(f"lead_{x}", floats) for x in STANDARD_LEADS]
     schema = pa.schema([("example_key", pa.string()), ("modality", pa.string()),
                         ("record_key", pa.string()), ("split", pa.string()), ("fs", pa.int32()),
-                        ("n_samples", pa.int32()),
-                        *[(f"lead_{x}", floats) for x in ("I", "II", "III", "aVR", "aVL", "aVF",
-                                                          "V1", "V2", "V3", "V4", "V5", "V6")]])  # fmt: skip
+                        ("n_samples", pa.int32()), *leads])  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -149,7 +149,9 @@ def _rows(table: tables.Table, lake: Path) -> list[dict]:
     return ds.dataset(paths, format="parquet").to_table(columns=cols).to_pylist()
 
 
-def test_stages_write_embeddings_whose_encoder_versions_resolve_to_mlflow_models(lake: Path) -> None:
+def test_stages_write_embeddings_whose_encoder_versions_resolve_to_mlflow_models(
+    lake: Path,
+) -> None:
     pre = run_training(lake, "pretrain", "run.epochs=1")
     align = run_training(lake, "align", "run.epochs=1", "beats_per_pair=2")
     assert align["parent_run_id"] == pre["run_id"]

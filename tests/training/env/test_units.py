@@ -106,7 +106,9 @@ def test_embedder_reads_nan_leads_as_absent() -> None:
     with_nan = x.clone()
     with_nan[:, 6:] = float("nan")
     with torch.no_grad():
-        assert torch.allclose(EcgEmbedder(enc)(with_nan), enc(x * mask[:, :, None], mask), atol=1e-5)
+        assert torch.allclose(
+            EcgEmbedder(enc)(with_nan), enc(x * mask[:, :, None], mask), atol=1e-5
+        )
 
 
 def test_echo_encoder_shapes() -> None:
