@@ -78,6 +78,8 @@ ECG_EMBEDDING = Table("features", "ecg_embedding")
 ECHO_EMBEDDING = Table("features", "echo_embedding")
 FUSED_EMBEDDING = Table("features", "fused_embedding")
 LABS_FEATURES = Table("features", "labs_features")
+# point-in-time training set of the teacher (Feast service teacher_training on label times)
+TEACHER_TRAINING_SET = Table("features", "teacher_training_set")
 # scoring: batch predictions of registered models
 PREDICTIONS = Table("scoring", "predictions")
 # quarantine: every input that failed, with stage and reason
@@ -88,7 +90,9 @@ LAYERS: dict[str, tuple[Table, ...]] = {
     "bronze": (ECG_RAW, ECHO_RAW, LABS_RAW, NOTES_RAW, LABELS_RAW),
     "silver": (ECG, ECHO, LABS, NOTES, LABELS),
     "gold": (ALIGNMENT, EXAMPLES_PRETRAIN, EXAMPLES_ALIGN, EXAMPLES_LABELED),
-    "features": (ECG_EMBEDDING, ECHO_EMBEDDING, FUSED_EMBEDDING, LABS_FEATURES),
+    "features": (
+        ECG_EMBEDDING, ECHO_EMBEDDING, FUSED_EMBEDDING, LABS_FEATURES, TEACHER_TRAINING_SET,
+    ),  # fmt: skip
     "scoring": (PREDICTIONS,),
     "quarantine": (QUARANTINE,),
 }

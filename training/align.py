@@ -180,9 +180,13 @@ def train_align(settings: AlignSettings, ctx: Context) -> dict[str, Any]:
                     average_gradients(model.parameters(), ctx)
                     nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                     optimizer.step()
-                    rows.append({"loss": float(out.loss), "contrastive": float(out.contrastive),
-                                 "ecg_recon_mse": float(out.ecg_recon),
-                                 "echo_recon_mse": float(out.echo_recon)})  # fmt: skip
+                    parts = {
+                        "loss": out.loss,
+                        "contrastive": out.contrastive,
+                        "ecg_recon_mse": out.ecg_recon,
+                        "echo_recon_mse": out.echo_recon,
+                    }
+                    rows.append({k: float(v.detach()) for k, v in parts.items()})
             metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
             metrics = reduce_mean(metrics, ctx)
             if ctx.main:

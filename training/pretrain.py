@@ -108,6 +108,7 @@ def ecg_views(
     lead_dropout: float,
     mask_fraction: float,
     gen: torch.Generator,
+    gain_jitter: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One augmented view per recording.
 
@@ -119,7 +120,7 @@ def ecg_views(
     starts = torch.randint(0, max(t - samples, 0) + 1, (b,), generator=gen)
     idx = starts[:, None] + torch.arange(samples)[None, :]
     clean = torch.gather(ecg, 2, idx[:, None, :].expand(b, leads, samples))
-    gain = 0.8 + 0.4 * torch.rand(b, 1, 1, generator=gen)
+    gain = 1.0 + gain_jitter * (2 * torch.rand(b, 1, 1, generator=gen) - 1)
     clean = clean * gain
     # lead dropout: keep at least one present lead
     keep = (torch.rand(b, leads, generator=gen) > lead_dropout).float() * mask
@@ -146,7 +147,8 @@ def ecg_step(
     samples = int(data.ecg_window_s * data.ecg_fs)
     x, m = batch["ecg"], batch["lead_mask"]
     kw: dict[str, Any] = {"samples": samples, "fs": data.ecg_fs, "gen": gen,
-                          "lead_dropout": settings.ecg.lead_dropout}  # fmt: skip
+                          "lead_dropout": settings.ecg.lead_dropout,
+                          "gain_jitter": settings.gain_jitter}  # fmt: skip
     va, ma, clean, target = ecg_views(x, m, mask_fraction=settings.mask_fraction, **kw)
     vb, mb, _, _ = ecg_views(x, m, mask_fraction=0.0, **kw)
     with autocast(settings.run):
@@ -161,8 +163,8 @@ def ecg_step(
     loss = contrastive + settings.recon_weight * reconstruction
     with torch.no_grad():
         top1 = (za.float() @ zb.float().t()).argmax(1).eq(torch.arange(len(za))).float().mean()
-    return loss, {"ecg_contrastive": float(contrastive), "ecg_recon_mse": float(reconstruction),
-                  "ecg_view_top1": float(top1)}  # fmt: skip
+    stats = {"ecg_contrastive": contrastive, "ecg_recon_mse": reconstruction, "ecg_view_top1": top1}
+    return loss, {k: float(v.detach()) for k, v in stats.items()}
 
 
 def jitter_clips(clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -198,8 +200,9 @@ def echo_step(
     loss = contrastive + settings.recon_weight * reconstruction
     with torch.no_grad():
         top1 = (za.float() @ zb.float().t()).argmax(1).eq(torch.arange(bsz)).float().mean()
-    return loss, {"echo_contrastive": float(contrastive), "echo_recon_mse": float(reconstruction),
-                  "echo_view_top1": float(top1)}  # fmt: skip
+    stats = {"echo_contrastive": contrastive, "echo_recon_mse": reconstruction,
+             "echo_view_top1": top1}  # fmt: skip
+    return loss, {k: float(v.detach()) for k, v in stats.items()}
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -239,7 +242,7 @@ def _epoch(
             else:
                 with torch.no_grad():
                     loss, stats = step_fn(model, batch, settings, gen)
-            rows.append({"loss": float(loss), **stats})
+            rows.append({"loss": float(loss.detach()), **stats})
     prefix = f"{kind}_" if kind else ""
     out = {(k if k.startswith(prefix) else f"{prefix}{k}"): v for k, v in _mean(rows).items()}
     out = {(f"val_{k}" if not training else k): v for k, v in out.items()}
@@ -294,8 +297,10 @@ def train_pretrain(settings: PretrainSettings, ctx: Context) -> dict[str, Any]:
             for kind, model, source in (("ecg", ecg, ecg_pinned), ("echo", echo, pinned)):
                 if kind not in settings.modalities:
                     continue
-                metrics |= _epoch(kind, model, source, settings, ctx, optimizer, gen, seed,
-                                  (epoch, epochs))  # fmt: skip
+                repeats = settings.ecg_repeats if kind == "ecg" else 1
+                for r in range(repeats):  # the last pass's metrics are the epoch's
+                    metrics |= _epoch(kind, model, source, settings, ctx, optimizer, gen,
+                                      seed * 16 + r, (epoch, epochs))  # fmt: skip
                 metrics |= _epoch(kind, model, source, settings, ctx, None, gen, seed,
                                   (epoch, epochs))  # fmt: skip
             stage.end_epoch(epoch, metrics, state, best_key="val_ecg_loss")

@@ -124,6 +124,9 @@ class PretrainSettings:
         ecg: the ECG encoder.
         echo: the echo encoder.
         temperature: InfoNCE temperature of both contrastive losses.
+        ecg_repeats: passes over the ECG train split per epoch (ECG steps cost a tenth of echo
+            steps, and the ECG set is small: one pass per epoch under-trains the ECG encoder).
+        gain_jitter: +- relative gain of each ECG view (small: voltage itself is diagnostic).
         mask_fraction: share of each ECG crop (in 0.5 s segments) and of each clip's frames
             that masked reconstruction hides and predicts.
         recon_weight: weight of the masked-reconstruction losses against the contrastive ones.
@@ -137,6 +140,8 @@ class PretrainSettings:
     ecg: EcgEncoderSettings = field(default_factory=EcgEncoderSettings)
     echo: EchoEncoderSettings = field(default_factory=EchoEncoderSettings)
     temperature: float = 0.1
+    ecg_repeats: int = 3
+    gain_jitter: float = 0.1
     mask_fraction: float = 0.25
     recon_weight: float = 1.0
     modalities: tuple[str, ...] = ("ecg", "echo")

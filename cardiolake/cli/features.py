@@ -114,6 +114,39 @@ def get(
         console.print(table)
 
 
+@app.command("training-set")
+def training_set_cmd(
+    lake: Path = _LAKE,
+    service: str = typer.Option("teacher_training", "--service", help="Feature service."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be written."),
+) -> None:
+    """Point-in-time join of a feature service onto gold.examples_labeled, written as Delta."""
+    from feature_repo.store import open_store
+    from feature_repo.training_sets import TRAINING_SET_TABLES, write_training_set
+
+    settings = _settings(lake, "sqlite", "")
+    if service not in TRAINING_SET_TABLES:
+        console.print(f"[red]error:[/] no training set for service {service!r}; "
+                      f"known: {', '.join(TRAINING_SET_TABLES)}")  # fmt: skip
+        raise typer.Exit(2)
+    if dry_run:
+        console.print(f"would join {service} onto gold.examples_labeled into "
+                      f"{TRAINING_SET_TABLES[service]} under {settings.lake_root}")  # fmt: skip
+        return
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        written = write_training_set(open_store(settings), settings.lake_root, service=service)
+    except FeatureServiceNotFoundException:
+        console.print(f"[red]error:[/] feature service {service!r} is not registered in "
+                      f"{settings.feast_dir}: run `cardiolake features apply` first")  # fmt: skip
+        raise typer.Exit(2) from None
+    console.print(
+        f"{written.table} v{written.version}: {written.rows:,} rows "
+        f"({service} as of each label time; gold.examples_labeled v{written.examples_version})"
+    )
+
+
 def _short(value: object) -> str:
     if isinstance(value, list | tuple) and len(value) > 6:
         return f"[{', '.join(f'{v:.3g}' for v in value[:6])}, …] ({len(value)})"

@@ -158,3 +158,29 @@ def test_embedding_quality_benchmark_runs_on_a_small_lake(trained: dict, tiny_co
     assert {"pretrain", "align", "latent_ceiling"} <= set(result["probes"])
     assert result["retrieval"]["run_id"] == trained["align"]["run_id"]
     assert result["retrieval"]["chance"] == pytest.approx(1 / 32)
+
+
+def test_training_set_is_a_point_in_time_delta_table(trained: dict) -> None:
+    root = trained["lake"]
+    runner = CliRunner()
+    fresh = root.parent / "unapplied"
+    shutil.copytree(root, fresh, ignore=shutil.ignore_patterns("_feast"))
+    result = runner.invoke(app, ["features", "training-set", "--lake", str(fresh)])
+    assert result.exit_code == 2 and "cardiolake features apply" in " ".join(result.output.split())
+    result = runner.invoke(app, ["features", "apply", "--lake", str(root)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["features", "training-set", "--lake", str(root)])
+    assert result.exit_code == 0, result.output
+    frame = lake.read_pandas(tables.TEACHER_TRAINING_SET, lake_root=root)
+    labeled = lake.read_pandas(tables.EXAMPLES_LABELED, lake_root=root,
+                               columns=["exam_key", "triage_urgent"])  # fmt: skip
+    assert sorted(frame["exam_key"]) == sorted(labeled["exam_key"])
+    assert {"ecg_embedding", "ntprobnp_pg_ml", "heart_rate_bpm", "triage_urgent"} <= set(frame)
+    emb = lake.read_pandas(tables.ECG_EMBEDDING, lake_root=root)
+    served = frame.dropna(subset=["ecg_embedding"])
+    # point in time: an ECG embedding is joined only when its ECG was taken before the label
+    times = emb.groupby("patient_key")["event_time"].min()
+    for row in served.itertuples():
+        assert times[row.patient_key] <= row.event_timestamp
+    history = lake.table_history(tables.TEACHER_TRAINING_SET, lake_root=root, limit=1)
+    assert history[0]["operation"]

@@ -140,3 +140,24 @@ def test_info_nce_prefers_matching_rows_and_retrieval_is_perfect_on_copies() -> 
     shuffled, _ = retrieval_top1(z, z[torch.randperm(64)], patients, candidates=32,
                                  gen=torch.Generator().manual_seed(0))  # fmt: skip
     assert shuffled < 0.3
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train_the_same_step() -> None:
+    from dataclasses import replace
+
+    from training.pretrain import build_models, ecg_step, echo_step
+
+    base = PretrainSettings()
+    batch = {"ecg": torch.randn(4, 12, 1000), "lead_mask": torch.ones(4, 12)}
+    clips = {"clips": torch.randint(0, 255, (4, 2, 16, 64, 64), dtype=torch.uint8)}
+    for run in (replace(base.run, bf16=True), replace(base.run, grad_checkpointing=True)):
+        settings = replace(base, run=run)
+        torch.manual_seed(0)
+        ecg, echo = build_models(settings)
+        assert ecg.encoder.grad_checkpointing == run.grad_checkpointing
+        gen = torch.Generator().manual_seed(0)
+        for model, step, data in ((ecg, ecg_step, batch), (echo, echo_step, clips)):
+            loss, _ = step(model, data, settings, gen)
+            loss.backward()
+            grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+            assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)
