@@ -91,7 +91,11 @@ LAYERS: dict[str, tuple[Table, ...]] = {
     "silver": (ECG, ECHO, LABS, NOTES, LABELS),
     "gold": (ALIGNMENT, EXAMPLES_PRETRAIN, EXAMPLES_ALIGN, EXAMPLES_LABELED),
     "features": (
-        ECG_EMBEDDING, ECHO_EMBEDDING, FUSED_EMBEDDING, LABS_FEATURES, TEACHER_TRAINING_SET,
+        ECG_EMBEDDING,
+        ECHO_EMBEDDING,
+        FUSED_EMBEDDING,
+        LABS_FEATURES,
+        TEACHER_TRAINING_SET,
     ),  # fmt: skip
     "scoring": (PREDICTIONS,),
     "quarantine": (QUARANTINE,),

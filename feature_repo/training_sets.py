@@ -83,9 +83,11 @@ def write_training_set(
             joined[col] = [None if v is None else np.asarray(v, np.float32) for v in joined[col]]
     arrow = pa.Table.from_pandas(joined, preserve_index=False)
     uri = str(table.path(lake_root))
-    registry = store.registry.get_registry_proto(project=store.project)  # type: ignore[attr-defined]
+    fs = store.get_feature_service(service)
+    updated = fs.last_updated_timestamp or fs.created_timestamp
     meta = {"feature_service": service, "examples_labeled_version": str(examples_version),
-            "feast_registry_updated": str(registry.last_updated.ToJsonString())}  # fmt: skip
+            "feast_project": store.project,
+            "feature_service_updated": str(updated)}  # fmt: skip
     Path(uri).mkdir(parents=True, exist_ok=True)
     write_deltalake(uri, arrow, mode="overwrite", schema_mode="overwrite",
                     commit_properties=CommitProperties(custom_metadata=meta))  # fmt: skip

@@ -67,11 +67,11 @@ def apply_cmd(
             raise typer.BadParameter(f"--encoder expects TABLE=NAME/N, got {item!r}")
         encoders[get_table(name)] = version
     snapshots = apply(open_store(settings), settings, build=not no_build, encoders=encoders)
-    table = Table(title=f"feature sources under {settings.feast_dir}")
+    table = Table(title=f"feature sources under {settings.feast_dir}/snapshots/<table>")
     for col in ("table", "delta version", "encoder", "rows", "snapshot"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "table")
     for t, snap in snapshots.items():
-        table.add_row(str(t), snap.tag, snap.model_version or "", f"{snap.rows:,}", str(snap.path))
+        table.add_row(str(t), snap.tag, snap.model_version or "", f"{snap.rows:,}", snap.path.name)
     console.print(table)
 
 
