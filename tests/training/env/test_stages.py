@@ -138,7 +138,7 @@ def test_torch_distributor_runs_one_epoch_on_two_processes(lake: Path) -> None:
     run = mlflow.MlflowClient().get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["cardiolake.processes"] == "2"
-    assert np.isfinite(run.data.metrics["ecg_loss"])
+    assert all(np.isfinite(v) for v in run.data.metrics.values())
 
 
 def _rows(table: tables.Table, lake: Path) -> list[dict]:
