@@ -52,8 +52,31 @@ def bootstrap_auc(
     return float(lo), float(hi)
 
 
+def paired_difference(
+    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n: int = 2000, seed: int = 0
+) -> dict:
+    """AUC(b) - AUC(a) on the same test patients, with a paired patient-bootstrap 95 % CI.
+
+    Both probes are scored on each resample, so what the CI measures is the gap itself, not
+    the two (much wider, strongly correlated) intervals side by side.
+    """
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            diffs.append(roc_auc_score(y[idx], p_b[idx]) - roc_auc_score(y[idx], p_a[idx]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    delta = roc_auc_score(y, p_b) - roc_auc_score(y, p_a)
+    return {"delta": float(delta), "ci95": [float(lo), float(hi)],
+            "share_positive": float(np.mean(np.array(diffs) > 0))}  # fmt: skip
+
+
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:
-    """Standardise + L2 logistic regression (C by 5-fold CV on train); test AUC with CI."""
+    """Standardise + L2 logistic regression (C by 5-fold CV on train); test AUC with CI.
+
+    The test predictions come back under ``_p`` (keyed by position) for paired comparisons.
+    """
     sizes = {"n_train": len(train_y), "n_test": len(test_y), "positives_test": int(test_y.sum())}
     minority = min(np.bincount(train_y, minlength=2).min(), np.bincount(test_y, minlength=2).min())
     if minority < 2:  # a tiny smoke-test lake: nothing to measure, say so
@@ -66,7 +89,7 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     model.fit(train_x, train_y)
     p = model.predict_proba(test_x)[:, 1]
     lo, hi = bootstrap_auc(test_y, p)
-    return {"auc": float(roc_auc_score(test_y, p)), "ci95": [lo, hi], **sizes}
+    return {"auc": float(roc_auc_score(test_y, p)), "ci95": [lo, hi], **sizes, "_p": p}
 
 
 def labeled_examples(lake_root: Path) -> pd.DataFrame:
@@ -115,6 +138,19 @@ def retrieval_metrics(lake_root: Path) -> dict:
             "validation_top1": m.get("validation_retrieval_top1")}  # fmt: skip
 
 
+def stage_gaps(results: dict[str, dict]) -> dict[str, dict]:
+    """Paired AUC gaps of consecutive stages (random -> pretrain -> align) on shared patients."""
+    gaps = {}
+    order = [s for s in STAGES if s in results and results[s].get("auc") is not None]
+    for a, b in zip(order, order[1:], strict=False):
+        ra, rb = results[a], results[b]
+        common, ia, ib = np.intersect1d(ra["_test"], rb["_test"], return_indices=True)
+        if len(common) < 10:
+            continue
+        gaps[f"{a} -> {b}"] = paired_difference(ra["_y"][ia], ra["_p"][ia], rb["_p"][ib])
+    return gaps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lake", type=Path, required=True)
@@ -136,7 +172,9 @@ def main() -> None:
         x = np.stack(joined["embedding"].to_numpy()).astype(np.float64)
         y = joined["triage_urgent"].astype(int).to_numpy()
         fit = joined["split"].isin(["train", "validation"]).to_numpy()
-        results[stage] = {"model_version": version, **probe(x[fit], y[fit], x[~fit], y[~fit])}
+        results[stage] = {"model_version": version, **probe(x[fit], y[fit], x[~fit], y[~fit]),
+                          "_test": joined.loc[~fit, "patient_key"].to_numpy(),
+                          "_y": y[~fit]}  # fmt: skip
     if args.landing is not None:
         latent = labeled.merge(latent_features(args.landing, secret), on="patient_key")
         x = latent[list(ECG12_FEATURES)].to_numpy(dtype=np.float64)
@@ -145,6 +183,7 @@ def main() -> None:
         results["latent_ceiling"] = {"model_version": "truth: " + ",".join(ECG12_FEATURES),
                                      **probe(x[fit], y[fit], x[~fit], y[~fit])}  # fmt: skip
     retrieval = retrieval_metrics(args.lake)
+    gaps = stage_gaps(results)
 
     print(f"linear probe, urgent triage (fit on {int(fit_split.sum())} train+validation patients, "
           f"test split of the lake)")  # fmt: skip
@@ -159,11 +198,19 @@ def main() -> None:
         results[a]["auc"] < results[b]["auc"] for a, b in zip(order, order[1:], strict=False)
     )
     print(f"random < pretrain < align: {'yes' if monotone and len(order) == 3 else 'no'}")
+    for name, g in gaps.items():
+        print(
+            f"{name:<20} AUC gap {g['delta']:+.3f}  paired 95% CI [{g['ci95'][0]:+.3f}, "
+            f"{g['ci95'][1]:+.3f}]  gap > 0 in {g['share_positive']:.0%} of resamples"
+        )
+    results = {k: {f: v for f, v in r.items() if not f.startswith("_")}
+               for k, r in results.items()}  # fmt: skip
     if retrieval.get("top1") is not None:
         print(f"retrieval (test beats, 1 of {round(1 / retrieval['chance'])}): top-1 "
               f"{retrieval['top1']:.3f} vs chance {retrieval['chance']:.3f} "
               f"over {int(retrieval['queries'])} queries")  # fmt: skip
-    out = {"lake": str(args.lake), "probes": results, "ordered": monotone, "retrieval": retrieval,
+    out = {"lake": str(args.lake), "probes": results, "ordered": monotone, "gaps": gaps,
+           "retrieval": retrieval,
            "load_average": list(os.getloadavg())}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))

@@ -43,6 +43,21 @@ def artifact_root(lake_root: Path) -> Path:
     return mlflow_root(lake_root) / "artifacts"
 
 
+def artifact_location(lake_root: Path, uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts for tracking store ``uri``.
+
+    A local SQLite store keeps them in ``artifacts/`` beside its database (for the lake's own
+    store: under the lake), never in MLflow's default ``./mlruns`` of whatever folder the
+    process happened to start in. A server store (Databricks, an MLflow server) decides itself.
+    """
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if db.resolve() == (mlflow_root(lake_root) / "mlflow.db").resolve():
+            return artifact_root(lake_root).as_uri()
+        return (db.resolve().parent / "artifacts").as_uri()
+    return None
+
+
 def ui_command(lake_root: Path, override: str | None = None, port: int = 5000) -> list[str]:
     """The ``mlflow ui`` command line that opens the lake's store."""
     uri = tracking_uri(lake_root, override)

@@ -8,7 +8,10 @@ held-out beat -> keyframe retrieval (top-1 among 32 candidates from other patien
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,10 +21,14 @@ import torch
 from torch import nn
 
 from cardiolake import tables
+from training import checkpoint as ckpts
 from training.aligner import Aligner, fuse, retrieval_top1
-from training.data import beat_loader, beat_shape, iter_rows
+from training.cache import ecg_at_rate
+from training.data import beat_loader, beat_shape, ecg_loader, iter_rows
 from training.embed import event_times, log_and_embed, to_rows
+from training.encoders import EcgEncoder, EcgReconstruction, Projection
 from training.lake import PinnedTable, pin, read_columns
+from training.pretrain import EcgModel, ecg_step
 from training.runner import (
     Context,
     StageRun,
@@ -33,11 +40,14 @@ from training.runner import (
     seed_everything,
     synced,
 )
-from training.settings import AlignSettings
+from training.settings import AlignSettings, PretrainSettings
 from training.tracking import LoggedModel, connect, latest_finished_run
 from training.transforms import beat_rows
 
 logger = logging.getLogger(__name__)
+
+#: What :func:`training.pretrain.ecg_step` reports (prefixed ``rehearsal_`` here).
+REHEARSAL_METRICS = ("ecg_contrastive", "ecg_recon_mse", "ecg_view_top1")
 
 
 @torch.no_grad()
@@ -112,6 +122,39 @@ def fused_rows(
     return to_rows([pairs.drop(columns="ecg_record_key")], fused_model, "align", times)
 
 
+def rehearsal_model(ecg: EcgEncoder, lake_root: Path, parent: str) -> EcgModel:
+    """The ECG encoder with stage 1's projection and reconstruction heads.
+
+    The heads come from the stage-1 run's checkpoint when it is still in the lake (so the
+    objective continues where it stopped); otherwise they start fresh.
+    """
+    model = EcgModel(ecg, Projection(ecg.cfg.embedding_dim, ecg.cfg.projection_dim),
+                     EcgReconstruction(ecg.width))  # fmt: skip
+    ckpt = ckpts.load(ckpts.checkpoint_dir(lake_root, "pretrain-ssl"))
+    if ckpt is not None and ckpt.run_id == parent:
+        model.projection.load_state_dict(ckpt.state["ecg_projection"])
+        model.reconstruction.load_state_dict(ckpt.state["ecg_reconstruction"])
+    else:
+        logger.info("align: stage-1 heads of run %s not in the lake; rehearsal heads start fresh",
+                    parent)  # fmt: skip
+    return model
+
+
+def rehearsal_batches(
+    pinned: PinnedTable, settings: AlignSettings, ctx: Context, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Whole-recording ECG batches of the train split, round after round (never runs dry)."""
+    for round_ in range(1_000_000):
+        got = False
+        with ecg_loader(pinned, settings.data, split="train", batch_size=settings.run.batch_size,
+                        shard=ctx.shard, seed=seed + round_) as stream:  # fmt: skip
+            for batch in stream:
+                got = True
+                yield batch
+        if not got:
+            return
+
+
 def _leads() -> tuple[str, ...]:
     from cardiolake.domain import STANDARD_LEADS
 
@@ -146,9 +189,25 @@ def train_align(settings: AlignSettings, ctx: Context) -> dict[str, Any]:
     model = Aligner(ecg, echo, settings)
     for enc in (model.ecg, model.echo):
         enc.grad_checkpointing = settings.run.grad_checkpointing
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.run.lr,
-                                  weight_decay=settings.run.weight_decay)  # fmt: skip
+    rehearse = settings.rehearsal_weight > 0
+    recall = rehearsal_model(model.ecg, ctx.lake_root, parent) if rehearse else None
+    recall_settings = PretrainSettings(run=settings.run, data=settings.data, ecg=model.ecg.cfg)
+    encoders = [*model.ecg.parameters(), *model.echo.parameters()]
+    mine = {id(p) for p in encoders}
+    heads = [p for p in model.parameters() if id(p) not in mine]
+    if recall is not None:
+        heads += [*recall.projection.parameters(), *recall.reconstruction.parameters()]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoders, "lr_scale": settings.encoder_lr_scale},
+         {"params": heads, "lr_scale": 1.0}],
+        lr=settings.run.lr, weight_decay=settings.run.weight_decay,
+    )  # fmt: skip
+    trainable = encoders + heads
     state: dict[str, nn.Module | torch.optim.Optimizer] = {"aligner": model, "optimizer": optimizer}
+    if recall is not None:
+        state |= {"ecg_projection": recall.projection,
+                  "ecg_reconstruction": recall.reconstruction}  # fmt: skip
+    ecg_pinned = ecg_at_rate(pretrain_pinned, ctx.lake_root, settings.data.ecg_fs)
     pairs = read_columns(pinned, ["split"]).to_pandas()["split"].value_counts().to_dict()
     logger.info("align: %s pairs by split %s, encoders from run %s", pinned.rows, pairs, parent)
     stage = StageRun(
@@ -166,29 +225,46 @@ def train_align(settings: AlignSettings, ctx: Context) -> dict[str, Any]:
         for epoch in range(stage.start_epoch, run.epochs):
             cosine_lr(optimizer, run.lr, epoch / max(1, run.epochs))
             model.train()
+            if recall is not None:
+                recall.projection.train()
+                recall.reconstruction.train()
             rows: list[dict[str, float]] = []
-            with beat_loader(pinned, settings.data, split="train", batch_size=run.batch_size,
-                             beats=settings.beats_per_pair, shard=ctx.shard,
-                             seed=run.seed * 1000 + epoch) as stream:  # fmt: skip
+            seed = run.seed * 1000 + epoch
+            with contextlib.ExitStack() as stack:
+                stream = stack.enter_context(
+                    beat_loader(pinned, settings.data, split="train", batch_size=run.batch_size,
+                                beats=settings.beats_per_pair, shard=ctx.shard, seed=seed)
+                )  # fmt: skip
+                recordings = (stack.enter_context(contextlib.closing(
+                    rehearsal_batches(ecg_pinned, settings, ctx, seed * 16)))
+                    if recall is not None else None)  # fmt: skip
                 for step, batch in enumerate(synced(stream, ctx)):
                     if run.max_steps_per_epoch and step >= run.max_steps_per_epoch:
                         break
                     with autocast(run):
                         out = model(batch["ecg"], batch["lead_mask"], batch["keyframes"], gen)
+                    loss = out.loss
+                    parts = {"contrastive": out.contrastive, "ecg_recon_mse": out.ecg_recon,
+                             "echo_recon_mse": out.echo_recon}  # fmt: skip
+                    whole = next(recordings, None) if recordings is not None else None
+                    if whole is not None and recall is not None:
+                        recall_loss, recall_stats = ecg_step(recall, whole, recall_settings, gen)
+                        loss = loss + settings.rehearsal_weight * recall_loss
+                        parts |= {f"rehearsal_{k}": torch.tensor(v)
+                                  for k, v in recall_stats.items()}  # fmt: skip
                     optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    average_gradients(model.parameters(), ctx)
-                    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                    loss.backward()
+                    average_gradients(trainable, ctx)
+                    nn.utils.clip_grad_norm_(trainable, 5.0)
                     optimizer.step()
-                    parts = {
-                        "loss": out.loss,
-                        "contrastive": out.contrastive,
-                        "ecg_recon_mse": out.ecg_recon,
-                        "echo_recon_mse": out.echo_recon,
-                    }
-                    rows.append({k: float(v.detach()) for k, v in parts.items()})
-            metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
-            metrics = reduce_mean(metrics, ctx)
+                    rows.append({"loss": float(loss.detach()),
+                                 **{k: float(v.detach()) for k, v in parts.items()}})  # fmt: skip
+            keys = sorted({k for r in rows for k in r})
+            metrics = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+            known = ["loss", "contrastive", "ecg_recon_mse", "echo_recon_mse"]
+            if recall is not None:
+                known += [f"rehearsal_{k}" for k in REHEARSAL_METRICS]
+            metrics = reduce_mean(metrics, ctx, keys=known)
             if ctx.main:
                 metrics |= retrieval(model, pinned, settings, "validation", seed=epoch)
             stage.end_epoch(epoch, metrics, state, best_key="validation_retrieval_top1",

@@ -121,27 +121,41 @@ def synced(batches: Iterable[T], ctx: Context) -> Iterator[T]:
 
 
 def average_gradients(params: Iterable[nn.Parameter], ctx: Context) -> None:
-    """All-reduce and average gradients across processes (a no-op for one process)."""
+    """All-reduce and average gradients across processes (a no-op for one process).
+
+    A parameter without a gradient on this process (a loss term another shard's data fed)
+    joins with zeros, so every process makes the same sequence of collective calls.
+    """
     if ctx.world <= 1:
         return
     import torch.distributed as dist
 
     for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= ctx.world
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= ctx.world
 
 
-def reduce_mean(values: Mapping[str, float], ctx: Context) -> dict[str, float]:
-    """Average scalar metrics across processes."""
+def reduce_mean(
+    values: Mapping[str, float], ctx: Context, keys: Iterable[str] | None = None
+) -> dict[str, float]:
+    """Average scalar metrics across processes.
+
+    ``keys`` names every metric any process may report (default: this process's); a metric
+    is averaged over the processes that have it and left out when none has.
+    """
     if ctx.world <= 1:
         return dict(values)
     import torch.distributed as dist
 
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    names = sorted(keys if keys is not None else values)
+    sums = [float(values[k]) if k in values else 0.0 for k in names]
+    counts = [1.0 if k in values else 0.0 for k in names]
+    t = torch.tensor(sums + counts, dtype=torch.float64)
     dist.all_reduce(t)
-    return {k: float(v) / ctx.world for k, v in zip(keys, t.tolist(), strict=True)}
+    total, n = t[: len(names)].tolist(), t[len(names) :].tolist()
+    return {k: s / c for k, s, c in zip(names, total, n, strict=True) if c > 0}
 
 
 def autocast(run: RunSettings) -> contextlib.AbstractContextManager[Any]:
@@ -153,10 +167,14 @@ def autocast(run: RunSettings) -> contextlib.AbstractContextManager[Any]:
 
 
 def cosine_lr(optimizer: torch.optim.Optimizer, base: float, progress: float) -> None:
-    """Cosine decay from ``base`` to 10 % of it over the run (``progress`` in [0, 1])."""
+    """Cosine decay from ``base`` to 10 % of it over the run (``progress`` in [0, 1]).
+
+    A parameter group's ``lr_scale`` (default 1) scales its rate, e.g. pretrained encoders
+    fine-tuned more gently than freshly initialised heads.
+    """
     lr = base * (0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(max(progress, 0.0), 1.0))))
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class StageRun:
@@ -191,7 +209,6 @@ class StageRun:
         self.curves = Curves(dict(self.resumed.history) if self.resumed else {})
         self.best: float | None = self.resumed.best if self.resumed else None
         self.run_id: str | None = None
-        self._local_store = ctx.tracking is None
 
     @property
     def start_epoch(self) -> int:
@@ -214,7 +231,7 @@ class StageRun:
         import mlflow
 
         connect(self.ctx.lake_root, self.ctx.tracking)
-        exp = experiment_id(self.stage, self.ctx.lake_root, local_store=self._local_store)
+        exp = experiment_id(self.stage, self.ctx.lake_root)
         if self.resumed is not None:
             run = mlflow.start_run(run_id=self.resumed.run_id)
             mlflow.set_tag("cardiolake.resumed_at_epoch", str(self.start_epoch))

@@ -167,6 +167,12 @@ class AlignSettings:
             finished stage-1 run of the experiment).
         table_version: Delta version of ``gold.examples_align`` to read (None: latest).
         retrieval_candidates: candidates per query in the held-out retrieval metric.
+        encoder_lr_scale: the pretrained encoders' learning rate relative to the new heads'
+            (fine-tuning gently keeps what stage 1 learned).
+        rehearsal_weight: weight of stage 1's ECG objective (views + masked segments on whole
+            recordings of ``gold.examples_pretrain``), kept during alignment so the
+            recording-level embedding learns the echo's view of a beat without forgetting
+            rhythm, which single beats do not show; 0 turns it off.
     """
 
     run: RunSettings = field(default_factory=lambda: RunSettings(epochs=10, batch_size=64))
@@ -181,6 +187,8 @@ class AlignSettings:
     encoder_run_id: str | None = None
     table_version: int | None = None
     retrieval_candidates: int = 32
+    encoder_lr_scale: float = 0.3
+    rehearsal_weight: float = 1.0
 
 
 def _build(cls: type[T], values: dict[str, Any], where: str) -> T:

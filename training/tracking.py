@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cardiolake.tracking import EXPERIMENTS, artifact_root, tracking_uri
+from cardiolake.tracking import EXPERIMENTS, artifact_location, tracking_uri
 from training.lake import PinnedTable
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,16 @@ def connect(lake_root: Path, override: str | None = None) -> str:
     return uri
 
 
-def experiment_id(stage: str, lake_root: Path, *, local_store: bool) -> str:
-    """The stage's experiment (created on first use, artifacts under the lake)."""
+def experiment_id(stage: str, lake_root: Path) -> str:
+    """The stage's experiment (created on first use; a local store's artifacts beside it)."""
     import mlflow
 
     name = EXPERIMENTS[stage]
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = (artifact_root(lake_root) / name).as_uri() if local_store else None
+    root = artifact_location(lake_root, mlflow.get_tracking_uri())
+    location = f"{root}/{name}" if root else None
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
