@@ -23,20 +23,20 @@ console = Console()
 @app.command()
 def generate(
     out: Path = typer.Option(..., "--out", help="Landing-zone folder to write."),
-    patients: int = typer.Option(None, "--patients", help="Number of patients [default: 50]."),
+    patients: int = typer.Option(None, "--patients", help="Number of patients \\[default: 50]."),
     seed: int = typer.Option(
-        None, "--seed", help="Random seed; same seed, same bytes [default: 0]."
+        None, "--seed", help="Random seed; same seed, same bytes \\[default: 0]."
     ),
     labeled_fraction: float = typer.Option(
-        None, "--labeled-fraction", help="Share of patients with reader labels [default: 0.2]."
+        None, "--labeled-fraction", help="Share of patients with reader labels \\[default: 0.2]."
     ),
     mobile_only: float = typer.Option(
-        None, "--mobile-only", help="Share of patients seen only by a mobile ECG [default: 0]."
+        None, "--mobile-only", help="Share of patients seen only by a mobile ECG \\[default: 0]."
     ),
     corrupt_fraction: float = typer.Option(
-        None, "--corrupt-fraction", help="Broken inputs added, as a share of patients [default: 0]."
+        None, "--corrupt-fraction", help="Broken inputs added, per patient \\[default: 0]."
     ),
-    workers: int = typer.Option(None, "--workers", help="Worker processes [default: 1]."),
+    workers: int = typer.Option(None, "--workers", help="Worker processes \\[default: 1]."),
     config: Path = typer.Option(None, "--config", help="YAML file with a 'cohort:' section."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the settings and write nothing."),
 ) -> None:

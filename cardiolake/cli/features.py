@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Feast feature store: apply, materialize, get.", no_args_is_help=True)
 console = Console()
 
-_LAKE = typer.Option(None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake].")
+_LAKE = typer.Option(None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake].")
 _ONLINE = typer.Option("sqlite", "--online", help="Online store: sqlite or redis.")
 _REDIS = typer.Option("localhost:6379", "--redis-url", help="Redis host:port[,db=N].")
 

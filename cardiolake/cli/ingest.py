@@ -19,7 +19,7 @@ console = Console()
 def ingest(
     landing: Path = typer.Option(..., "--landing", help="Landing-zone folder to ingest."),
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
     stage: list[str] = typer.Option(
         None,

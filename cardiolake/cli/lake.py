@@ -17,7 +17,7 @@ console = Console()
 @app.command("tables")
 def list_tables(
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
 ) -> None:
     """List every table with its current version and row count."""
@@ -40,7 +40,7 @@ def list_tables(
 def history(
     table_name: str = typer.Argument(..., help="Table as layer.name (bronze.ecg_raw) or its name."),
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
     limit: int = typer.Option(20, "--limit", help="Newest versions to show."),
 ) -> None:

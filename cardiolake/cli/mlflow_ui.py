@@ -21,7 +21,7 @@ console = Console()
 @app.command()
 def ui(
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
     port: int = typer.Option(5000, "--port", help="Port of the UI."),
     print_only: bool = typer.Option(False, "--print", help="Only print the command."),
@@ -37,7 +37,7 @@ def ui(
 @app.command()
 def uri(
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
 ) -> None:
     """Print the tracking URI training runs log to."""

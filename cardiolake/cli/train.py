@@ -97,7 +97,7 @@ def launch(
     return summary
 
 
-_LAKE = typer.Option(None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake].")
+_LAKE = typer.Option(None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake].")
 _CONFIG = typer.Option(None, "--config", help="YAML file with a section per stage.")
 _SET = typer.Option(None, "--set", help="Override one setting, e.g. run.epochs=2 (repeatable).")
 _FRESH = typer.Option(False, "--fresh", help="Start a new run instead of resuming one.")
@@ -105,27 +105,23 @@ _PROC = typer.Option(None, "--processes", help="Run under TorchDistributor with 
 _PY = typer.Option(None, "--python", help="The training environment's python.")
 
 
-@app.command()
-def pretrain(
-    lake: Path = _LAKE, config: Path = _CONFIG, set_: list[str] = typer.Option(None, "--set",
-    help="Override one setting, e.g. run.epochs=2 (repeatable)."), fresh: bool = _FRESH,
-    processes: int = _PROC, python: Path = _PY,
-) -> None:  # fmt: skip
-    """Stage 1: self-supervised ECG and echo encoders on gold.examples_pretrain."""
-    summary = launch("pretrain", lake=lake, config=config, sets=set_, fresh=fresh,
-                     processes=processes, python=python)  # fmt: skip
-    json.dump(summary, sys.stdout, indent=2, default=str)
-    print()
+def _stage_command(stage: str, doc: str) -> None:
+    """Register ``cardiolake train STAGE`` (both stages take the same options)."""
+
+    def command(
+        lake: Path = _LAKE, config: Path = _CONFIG, set_: list[str] = _SET,
+        fresh: bool = _FRESH, processes: int = _PROC, python: Path = _PY,
+    ) -> None:  # fmt: skip
+        summary = launch(stage, lake=lake, config=config, sets=set_, fresh=fresh,
+                         processes=processes, python=python)  # fmt: skip
+        json.dump(summary, sys.stdout, indent=2, default=str)
+        print()
+
+    command.__doc__ = doc
+    app.command(name=stage)(command)
 
 
-@app.command()
-def align(
-    lake: Path = _LAKE, config: Path = _CONFIG, set_: list[str] = typer.Option(None, "--set",
-    help="Override one setting, e.g. run.epochs=2 (repeatable)."), fresh: bool = _FRESH,
-    processes: int = _PROC, python: Path = _PY,
-) -> None:  # fmt: skip
-    """Stage 2: beat-level ECG <-> echo alignment on gold.examples_align."""
-    summary = launch("align", lake=lake, config=config, sets=set_, fresh=fresh,
-                     processes=processes, python=python)  # fmt: skip
-    json.dump(summary, sys.stdout, indent=2, default=str)
-    print()
+_stage_command(
+    "pretrain", "Stage 1: self-supervised ECG and echo encoders on gold.examples_pretrain."
+)
+_stage_command("align", "Stage 2: beat-level ECG <-> echo alignment on gold.examples_align.")

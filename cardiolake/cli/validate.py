@@ -15,10 +15,10 @@ console = Console()
 
 def validate(
     layer: str = typer.Option(
-        None, "--layer", help="Gate only this layer (silver, gold) [default: every gated table]."
+        None, "--layer", help="Gate only this layer (silver, gold) \\[default: every gated table]."
     ),
     lake: Path = typer.Option(
-        None, "--lake", help="Lake root [default: $CARDIOLAKE_LAKE or ./lake]."
+        None, "--lake", help="Lake root \\[default: $CARDIOLAKE_LAKE or ./lake]."
     ),
     config: Path = typer.Option(None, "--config", help="YAML file with a 'gates:' section."),
     master: str = typer.Option("local[2]", "--master", help="Spark master (quarantine writes)."),
