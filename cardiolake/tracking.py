@@ -26,6 +26,11 @@ ENCODER_MODELS: dict[str, str] = {
 }
 
 
+#: Registered models of the stage-3 models.
+TEACHER_MODEL = "cardiolake-teacher"
+STUDENT_MODEL = "cardiolake-student"
+
+
 def mlflow_root(lake_root: Path) -> Path:
     """The lake's MLflow folder."""
     return Path(lake_root).resolve() / "_mlflow"

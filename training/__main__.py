@@ -20,7 +20,7 @@ import yaml
 
 from cardiolake.tracking import TRACKING_ENV
 
-STAGES = ("pretrain", "align")
+STAGES = ("pretrain", "align", "teacher")
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -34,9 +34,9 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
 
 
 def _settings(stage: str, config: Path | None, overrides: dict[str, Any]) -> Any:
-    from training.settings import AlignSettings, PretrainSettings, load_settings
+    from training.settings import AlignSettings, PretrainSettings, TeacherSettings, load_settings
 
-    cls = PretrainSettings if stage == "pretrain" else AlignSettings
+    cls = {"pretrain": PretrainSettings, "align": AlignSettings, "teacher": TeacherSettings}[stage]
     return load_settings(cls, config, stage, **overrides)
 
 
@@ -66,10 +66,14 @@ def run_stage(
             from training.pretrain import train_pretrain
 
             summary = train_pretrain(settings, ctx)
-        else:
+        elif stage == "align":
             from training.align import train_align
 
             summary = train_align(settings, ctx)
+        else:
+            from training.teacher import train_teacher
+
+            summary = train_teacher(settings, ctx)
     if ctx.main and summary_out:
         Path(summary_out).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_out).write_text(json.dumps(summary, indent=2, default=str))

@@ -27,6 +27,10 @@ from training.transforms import LEAD_COLUMNS, ecg_matrices
 
 logger = logging.getLogger(__name__)
 
+#: Bumped whenever the cache's columns change, so an older cache is never read as a newer one.
+CACHE_FORMAT = 2
+#: Source columns carried into the cache when the source has them.
+OPTIONAL_COLUMNS = ("device_kind",)
 #: Rows per Parquet row group of the cache (Petastorm reads and shuffles by row group).
 ROW_GROUP_ROWS = 256
 
@@ -36,23 +40,29 @@ def cache_root(lake_root: Path) -> Path:
     return Path(lake_root).resolve() / "_cache"
 
 
-def ecg_at_rate(pinned: PinnedTable, lake_root: Path, fs: int) -> PinnedTable:
+def ecg_at_rate(pinned: PinnedTable, lake_root: Path, fs: int, *, key: str = "record_key"
+                ) -> PinnedTable:  # fmt: skip
     """The ECG rows of a pinned table resampled to ``fs`` (built on first use).
 
     Args:
-        pinned: a pinned table with silver lead columns (``gold.examples_pretrain``).
+        pinned: a pinned table with silver lead columns (``gold.examples_pretrain``,
+            ``gold.examples_labeled``).
         lake_root: the lake root.
         fs: the training rate.
+        key: the column naming the ECG record (``ecg_record_key`` in examples_labeled); the
+            cache calls it ``record_key``.
 
     Returns:
         The cache table pinned (its ``table`` is the source's, so loaders treat it alike).
     """
-    name = f"{pinned.table.layer}_{pinned.table.name}_v{pinned.version}_ecg{fs}hz"
+    name = f"{pinned.table.layer}_{pinned.table.name}_v{pinned.version}_ecg{fs}hz_f{CACHE_FORMAT}"
     path = cache_root(lake_root) / name
     if DeltaTable.is_deltatable(str(path)):
         return _pinned(pinned, path)
-    columns = ["record_key", "patient_key", "split", "fs", "n_samples", *LEAD_COLUMNS]
-    filt = ds.field("modality") == "ecg" if "modality" in _columns(pinned) else None
+    columns = [key, "patient_key", "split", "fs", "n_samples", *LEAD_COLUMNS]
+    source_columns = _columns(pinned)
+    columns += [c for c in OPTIONAL_COLUMNS if c in source_columns]
+    filt = ds.field("modality") == "ecg" if "modality" in source_columns else None
     if filt is not None:
         columns = ["modality", *columns]
     floats = pa.list_(pa.float32())
@@ -60,6 +70,7 @@ def ecg_at_rate(pinned: PinnedTable, lake_root: Path, fs: int) -> PinnedTable:
     for frame in iter_rows(pinned, columns, batch_rows=256, filter=filt):
         mats = ecg_matrices(frame, fs)
         out = {c: frame[c].to_numpy() for c in columns if c not in LEAD_COLUMNS and c != "fs"}
+        out["record_key"] = out.pop(key)
         out["modality"] = np.array(["ecg"] * len(frame), dtype=object)
         out["fs"] = np.full(len(frame), fs, dtype=np.int32)
         out["n_samples"] = np.array([m[0].shape[-1] for m in mats], dtype=np.int32)

@@ -98,7 +98,7 @@ def pin(table: Table, lake_root: Path, *, version: int | None = None) -> PinnedT
 
 
 def read_columns(
-    pinned: PinnedTable, columns: list[str], *, filter: ds.Expression | None = None
+    pinned: PinnedTable, columns: list[str] | None, *, filter: ds.Expression | None = None
 ) -> pa.Table:
     """Some columns of a pinned version (scalar columns: the whole table lands in memory)."""
     dataset = ds.dataset(pinned.paths, format="parquet")

@@ -191,6 +191,42 @@ class AlignSettings:
     rehearsal_weight: float = 1.0
 
 
+@dataclass(frozen=True)
+class TeacherSettings:
+    """Stage 3a: the multimodal teacher fine-tuned on the labelled training split.
+
+    Attributes:
+        run: the loop (small data: more epochs, smaller batches).
+        data: tensors from examples.
+        hidden: width of the fusion trunk.
+        dropout: dropout in the trunk.
+        modality_dropout: probability that a training example's echo, and separately its labs,
+            are hidden, so the teacher also predicts for patients who lack them.
+        finding_weight: weight of the findings' multi-label loss against the triage loss.
+        encoder_lr_scale: the stage-2 ECG encoder's learning rate relative to the new heads'.
+        gain_jitter: +- relative ECG gain of training examples.
+        sensitivity: the operating point's sensitivity target for urgent (on validation).
+        encoder_run_id: the stage-2 run whose ECG encoder starts the teacher (None: latest).
+        training_set_version: Delta version of ``features.teacher_training_set`` (None: latest).
+        patience: epochs without a better validation AUC before stopping.
+    """
+
+    run: RunSettings = field(
+        default_factory=lambda: RunSettings(epochs=30, batch_size=32, lr=1e-3, weight_decay=1e-3)
+    )
+    data: DataSettings = field(default_factory=DataSettings)
+    hidden: int = 128
+    dropout: float = 0.2
+    modality_dropout: float = 0.2
+    finding_weight: float = 0.5
+    encoder_lr_scale: float = 0.3
+    gain_jitter: float = 0.1
+    sensitivity: float = 0.90
+    encoder_run_id: str | None = None
+    training_set_version: int | None = None
+    patience: int = 8
+
+
 def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - set(known)

@@ -29,7 +29,14 @@ console = Console(stderr=True)
 TRAIN_PYTHON_ENV = "CARDIOLAKE_TRAIN_PYTHON"
 _REPO = Path(__file__).resolve().parents[2]
 #: The gold table each stage trains on (checked before the training environment starts).
-_NEEDS = {"pretrain": tables.EXAMPLES_PRETRAIN, "align": tables.EXAMPLES_ALIGN}
+_NEEDS = {
+    "pretrain": (tables.EXAMPLES_PRETRAIN, "cardiolake ingest --landing DIR --lake LAKE"),
+    "align": (tables.EXAMPLES_ALIGN, "cardiolake ingest --landing DIR --lake LAKE"),
+    "teacher": (
+        tables.TEACHER_TRAINING_SET,
+        "cardiolake features apply --lake LAKE && cardiolake features training-set --lake LAKE",
+    ),
+}
 
 
 def train_python(explicit: Path | None = None) -> Path:
@@ -66,12 +73,9 @@ def launch(
     """
     root = resolve_lake(lake)
     exe = train_python(python)
-    needed = _NEEDS[stage]
+    needed, remedy = _NEEDS[stage]
     if not DeltaTable.is_deltatable(str(needed.path(root))):
-        console.print(
-            f"[red]error:[/] {needed} does not exist under {root}: "
-            "run `cardiolake ingest --landing DIR --lake LAKE` first"
-        )
+        console.print(f"[red]error:[/] {needed} does not exist under {root}: run `{remedy}` first")
         raise typer.Exit(2)
     out = summary_out or root / "_mlflow" / f"last_{stage}.json"
     cmd = [str(exe), "-m", "training", stage, "--lake", str(root), "--summary-out", str(out)]
@@ -125,3 +129,6 @@ _stage_command(
     "pretrain", "Stage 1: self-supervised ECG and echo encoders on gold.examples_pretrain."
 )
 _stage_command("align", "Stage 2: beat-level ECG <-> echo alignment on gold.examples_align.")
+_stage_command(
+    "teacher", "Stage 3a: the 12-lead + echo + labs teacher on features.teacher_training_set."
+)

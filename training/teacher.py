@@ -1,0 +1,376 @@
+"""Stage 3a: the multimodal teacher (12-lead ECG + echo + labs) fine-tuned on the labels.
+
+The ECG branch starts from the stage-2 ECG encoder (fine-tuned at a lower rate); the echo
+enters as the stage-2 echo encoder's embedding that Feast served point-in-time; labs and ECG
+measurements enter as values with presence flags (:mod:`training.tabular`). One head per
+target — the triage decision and every finding — so the teacher's soft targets carry how the
+findings relate. Echo and labs are hidden at random during training: a patient without them is
+a normal input, not a dropped row.
+
+After training: a temperature per head fitted on validation (:mod:`training.calibration`), the
+urgent threshold for the target sensitivity on validation, and the teacher registered in MLflow
+with both; its soft targets and ECG embedding become the student's distillation targets.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cardiolake.tracking import TEACHER_MODEL
+from training.calibration import (
+    calibrated,
+    expected_calibration_error,
+    fit_temperature,
+    operating_point,
+    threshold_for_sensitivity,
+)
+from training.encoders import EcgEncoder
+from training.labeled import TARGETS, LabeledSet, load_labeled
+from training.lake import PinnedTable, TrainingDataError
+from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
+from training.settings import TeacherSettings
+from training.tabular import TabularSpec, numeric_columns
+from training.tracking import LoggedModel
+
+logger = logging.getLogger(__name__)
+
+
+class Teacher(nn.Module):
+    """(12-lead ECG, echo embedding, tabular) -> one logit per target, and its ECG embedding."""
+
+    def __init__(self, ecg: EcgEncoder, echo_dim: int, spec: TabularSpec,
+                 settings: TeacherSettings) -> None:  # fmt: skip
+        super().__init__()
+        h = settings.hidden
+        e = ecg.cfg.embedding_dim
+        self.ecg = ecg
+        self.echo = nn.Sequential(nn.LayerNorm(echo_dim), nn.Linear(echo_dim, h), nn.GELU())
+        n_tab = max(1, spec.width)
+        self.tab = nn.Sequential(nn.Linear(2 * n_tab, h), nn.GELU(), nn.Linear(h, h), nn.GELU())
+        self.trunk = nn.Sequential(
+            nn.LayerNorm(e + 2 * h + 2), nn.Linear(e + 2 * h + 2, h), nn.GELU(),
+            nn.Dropout(settings.dropout), nn.Linear(h, h), nn.GELU(),
+        )  # fmt: skip
+        self.heads = nn.Linear(h, len(TARGETS))
+        self.targets = TARGETS
+
+    def forward(
+        self, ecg: torch.Tensor, lead_mask: torch.Tensor, echo: torch.Tensor,
+        echo_present: torch.Tensor, tab: torch.Tensor, tab_present: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Logits (B, targets) and the ECG embedding (B, D) the student learns to match."""
+        z = self.ecg(ecg, lead_mask)
+        v = self.echo(echo) * echo_present[:, None]
+        has_tab = (tab_present.sum(1, keepdim=True) > 0).to(tab.dtype)
+        t = self.tab(torch.cat([tab * tab_present, tab_present], dim=1)) * has_tab
+        x = torch.cat([z, v, t, echo_present[:, None], has_tab], dim=1)
+        return self.heads(self.trunk(x)), z
+
+
+@dataclass
+class TeacherInputs:
+    """The teacher's input arrays of a labelled set (aligned with its rows)."""
+
+    ecg: torch.Tensor
+    lead_mask: torch.Tensor
+    echo: torch.Tensor
+    echo_present: torch.Tensor
+    tab: torch.Tensor
+    tab_present: torch.Tensor
+    targets: torch.Tensor
+
+    @classmethod
+    def of(cls, data: LabeledSet, spec: TabularSpec) -> TeacherInputs:
+        """Tensors of every row (the tabular spec fitted on the train split)."""
+        tab, present = spec.transform(data.frame)
+        return cls(torch.from_numpy(data.ecg), torch.from_numpy(data.lead_mask),
+                   torch.from_numpy(data.echo), torch.from_numpy(data.echo_present),
+                   torch.from_numpy(tab), torch.from_numpy(present),
+                   torch.from_numpy(data.targets))  # fmt: skip
+
+    def take(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows ``idx`` as the model's keyword arguments (plus ``targets``)."""
+        i = torch.as_tensor(idx, dtype=torch.long)
+        return {"ecg": self.ecg[i], "lead_mask": self.lead_mask[i], "echo": self.echo[i],
+                "echo_present": self.echo_present[i], "tab": self.tab[i],
+                "tab_present": self.tab_present[i], "targets": self.targets[i]}  # fmt: skip
+
+
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, finding_weight: float
+                    ) -> torch.Tensor:  # fmt: skip
+    """BCE of the triage head plus ``finding_weight`` x the mean BCE of the finding heads.
+
+    Unknown labels (NaN) contribute nothing.
+    """
+    known = torch.isfinite(targets)
+    y = torch.nan_to_num(targets)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none") * known
+    per_head = bce.sum(0) / known.sum(0).clamp(min=1)
+    return per_head[0] + finding_weight * per_head[1:].mean()
+
+
+def augment(batch: dict[str, torch.Tensor], settings: TeacherSettings, gen: torch.Generator
+            ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Gain jitter and noise on the ECG; echo and labs hidden at random (modality dropout)."""
+    b = batch["ecg"].shape[0]
+    gain = 1.0 + settings.gain_jitter * (2 * torch.rand(b, 1, 1, generator=gen) - 1)
+    ecg = batch["ecg"] * gain + 0.02 * torch.randn(batch["ecg"].shape, generator=gen)
+    keep_echo = (torch.rand(b, generator=gen) >= settings.modality_dropout).float()
+    keep_tab = (torch.rand(b, 1, generator=gen) >= settings.modality_dropout).float()
+    return {**batch, "ecg": ecg * batch["lead_mask"][:, :, None],
+            "echo_present": batch["echo_present"] * keep_echo,
+            "tab_present": batch["tab_present"] * keep_tab}  # fmt: skip
+
+
+@torch.no_grad()
+def predict(model: Teacher, inputs: TeacherInputs, idx: np.ndarray, batch_size: int = 128
+            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Logits (N, targets) and ECG embeddings (N, D) of rows ``idx``."""
+    model.eval()
+    logits, emb = [], []
+    for start in range(0, len(idx), batch_size):
+        batch = inputs.take(idx[start : start + batch_size])
+        batch.pop("targets")
+        lg, z = model(**batch)
+        logits.append(lg.float().numpy())
+        emb.append(z.float().numpy())
+    if not logits:
+        return np.zeros((0, len(TARGETS)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(logits), np.concatenate(emb)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC over the known labels (NaN when one class is missing)."""
+    from sklearn.metrics import roc_auc_score
+
+    ok = np.isfinite(labels)
+    y = labels[ok].astype(int)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, scores[ok]))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-head temperatures and the urgent operating point (from validation).
+
+    Attributes:
+        temperatures: by target.
+        threshold: calibrated urgent probability at or above which an exam is flagged.
+        sensitivity_target: what the threshold was chosen for.
+    """
+
+    temperatures: dict[str, float]
+    threshold: float
+    sensitivity_target: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (logged with the model, later in the device bundle)."""
+        return {"temperatures": self.temperatures, "threshold": self.threshold,
+                "sensitivity_target": self.sensitivity_target}  # fmt: skip
+
+
+def calibrate(logits: np.ndarray, targets: np.ndarray, sensitivity: float) -> Calibration:
+    """Fit the temperatures and the urgent threshold on validation predictions."""
+    temps = {}
+    for j, name in enumerate(TARGETS):
+        ok = np.isfinite(targets[:, j])
+        temps[name] = fit_temperature(logits[ok, j], targets[ok, j])
+    ok = np.isfinite(targets[:, 0])
+    probs = calibrated(logits[ok, 0], temps[TARGETS[0]])
+    threshold = threshold_for_sensitivity(probs, targets[ok, 0], sensitivity)
+    return Calibration(temps, threshold, sensitivity)
+
+
+def split_metrics(prefix: str, logits: np.ndarray, targets: np.ndarray, cal: Calibration
+                  ) -> dict[str, float]:  # fmt: skip
+    """AUC per target, ECE before/after calibration and the urgent operating point."""
+    out: dict[str, float] = {}
+    for j, name in enumerate(TARGETS):
+        out[f"{prefix}_auc_{name}"] = auc(targets[:, j], logits[:, j])
+    ok = np.isfinite(targets[:, 0])
+    y = targets[ok, 0]
+    raw = calibrated(logits[ok, 0], 1.0)
+    cal_p = calibrated(logits[ok, 0], cal.temperatures[TARGETS[0]])
+    out[f"{prefix}_ece_raw"] = expected_calibration_error(raw, y)
+    out[f"{prefix}_ece"] = expected_calibration_error(cal_p, y)
+    op = operating_point(cal_p, y, cal.threshold)
+    out |= {f"{prefix}_sensitivity": op.sensitivity, f"{prefix}_specificity": op.specificity,
+            f"{prefix}_ppv": op.ppv, f"{prefix}_flagged": op.flagged}  # fmt: skip
+    return out
+
+
+def fit(
+    model: Teacher, inputs: TeacherInputs, train: np.ndarray, val: np.ndarray,
+    settings: TeacherSettings, gen: torch.Generator, stage: StageRun | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Train with early stopping on the validation triage AUC; leaves the best weights loaded.
+
+    With a ``stage``, every epoch is logged and checkpointed (the best weights too), and a
+    killed run resumes after its last epoch with its early-stopping count intact.
+
+    Returns:
+        The best epoch's validation metrics.
+    """
+    run = settings.run
+    encoder = list(model.ecg.parameters())
+    mine = {id(p) for p in encoder}
+    heads = [p for p in model.parameters() if id(p) not in mine]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder, "lr_scale": settings.encoder_lr_scale},
+         {"params": heads, "lr_scale": 1.0}],
+        lr=run.lr, weight_decay=run.weight_decay,
+    )  # fmt: skip
+    best_model = copy.deepcopy(model)
+    state: dict[str, nn.Module | torch.optim.Optimizer] = {
+        "teacher": model, "best": best_model, "optimizer": optimizer}  # fmt: skip
+    start, history = 0, {}
+    if stage is not None:
+        stage.restore(state)
+        start, history = stage.start_epoch, stage.curves.history
+    scores = list(history.get("val_auc", []))
+    best_epoch = int(np.nanargmax(scores)) if scores and np.isfinite(scores).any() else -1
+    for epoch in range(start, run.epochs):
+        if best_epoch >= 0 and epoch - 1 - best_epoch >= settings.patience:
+            break
+        cosine_lr(optimizer, run.lr, epoch / max(1, run.epochs))
+        model.train()
+        order = train[torch.randperm(len(train), generator=gen).numpy()]
+        losses = []
+        for start_row in range(0, len(order), run.batch_size):
+            idx = order[start_row : start_row + run.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two
+                continue
+            batch = augment(inputs.take(idx), settings, gen)
+            targets = batch.pop("targets")
+            logits, _ = model(**batch)
+            loss = multilabel_loss(logits, targets, settings.finding_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        val_logits, _ = predict(model, inputs, val)
+        val_t = inputs.targets[torch.as_tensor(val, dtype=torch.long)].numpy()
+        val_loss = multilabel_loss(torch.from_numpy(val_logits), torch.from_numpy(val_t),
+                                   settings.finding_weight)  # fmt: skip
+        metrics = {
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_loss": float(val_loss),
+            "val_auc": auc(val_t[:, 0], val_logits[:, 0]),
+        }
+        scores.append(metrics["val_auc"])
+        if np.isfinite(metrics["val_auc"]) and (
+            best_epoch < 0 or metrics["val_auc"] > scores[best_epoch]
+        ):
+            best_epoch = epoch
+            best_model.load_state_dict(model.state_dict())
+        if stage is not None:
+            stage.end_epoch(epoch, metrics, state, best_key="val_auc", higher_is_better=True)
+    if best_epoch >= 0:  # no finite validation AUC (a tiny lake): keep the last weights
+        model.load_state_dict(best_model.state_dict())
+    best = scores[best_epoch] if best_epoch >= 0 else float("nan")
+    return {"val_auc": float(best), "best_epoch": float(best_epoch + 1),
+            "epochs_run": float(len(scores))}  # fmt: skip
+
+
+def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
+    """Run stage 3a: fine-tune, calibrate and register the teacher.
+
+    Args:
+        settings: the stage's settings.
+        ctx: lake, tracking store and process rank (the teacher trains in one process: its
+            data is a few thousand rows).
+
+    Returns:
+        ``run_id``, the parent (stage-2) run, validation metrics, the calibration and the
+        registered teacher version.
+
+    Raises:
+        training.lake.TrainingDataError: no training set or no labelled ECG.
+        LookupError: no finished stage-2 run to start from.
+    """
+    import mlflow
+
+    from training.embed import encoders_of_run
+    from training.tracking import connect, latest_finished_run, log_json
+
+    connect(ctx.lake_root, ctx.tracking)
+    parent = settings.encoder_run_id or latest_finished_run("align")
+    if parent is None:
+        raise LookupError("no finished stage-2 run: run `cardiolake train align` first")
+    ecg, _echo, uris = encoders_of_run(parent)
+    data = load_labeled(ctx.lake_root, settings.data, version=settings.training_set_version)
+    train, val = data.split("train"), data.split("validation")
+    if len(train) < 2:
+        raise TrainingDataError(f"{data.pinned['training_set'].tag}: fewer than 2 train rows")
+    spec = TabularSpec.fit(data.frame.iloc[train], numeric_columns(data.frame, TARGETS))
+    inputs = TeacherInputs.of(data, spec)
+    gen = seed_everything(settings.run.seed)
+    model = Teacher(ecg, data.echo.shape[1], spec, settings)
+    logger.info("teacher: %d train / %d validation rows, %d tabular inputs, echo for %.0f %%",
+                len(train), len(val), spec.width, 100 * data.echo_present.mean())  # fmt: skip
+    stage = StageRun(
+        ctx, stage="teacher", settings=settings, pinned=data.pinned,
+        tags={**parent_tag(parent), **feast_tags(data.pinned["training_set"]),
+              "cardiolake.init": "align", "cardiolake.start_ecg_encoder": uris["ecg"]},
+    )  # fmt: skip
+    summary: dict[str, Any] = {"parent_run_id": parent}
+    with stage:
+        best = fit(model, inputs, train, val, settings, gen, stage)
+        if ctx.main:
+            val_logits, _ = predict(model, inputs, val)
+            val_t = data.targets[val]
+            cal = calibrate(val_logits, val_t, settings.sensitivity)
+            metrics = split_metrics("validation", val_logits, val_t, cal)
+            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            card = {"targets": list(TARGETS), "tabular": spec.as_dict(), **cal.as_dict(),
+                    "ecg_fs": settings.data.ecg_fs}  # fmt: skip
+            log_json(card, "teacher_card.json")
+            logged = log_teacher(model, card, tags={"cardiolake.parent_run": parent})
+            summary |= {"metrics": {**best, **metrics}, "calibration": cal.as_dict(),
+                        "teacher": logged.uri}  # fmt: skip
+        stage.finish({"teacher": model})
+    summary["run_id"] = stage.run_id
+    return summary
+
+
+def feast_tags(pinned: PinnedTable) -> dict[str, str]:
+    """The Feast lineage the platform wrote into the training set's commit."""
+    from deltalake import DeltaTable
+
+    for entry in DeltaTable(pinned.uri).history():
+        if int(entry.get("version", -1)) != pinned.version:
+            continue
+        return {f"feast.{k}": str(entry[k]) for k in
+                ("feature_service", "feast_project", "feature_service_updated",
+                 "examples_labeled_version") if k in entry}  # fmt: skip
+    return {}
+
+
+def log_teacher(model: Teacher, card: dict[str, Any], tags: dict[str, str]) -> LoggedModel:
+    """Register the teacher (its card — targets, tabular scales, calibration — rides along)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    assert run is not None
+    model.card = card  # type: ignore[assignment]
+    info = mlflow.pytorch.log_model(
+        model.eval(), name="teacher", registered_model_name=TEACHER_MODEL,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        serialization_format="pickle",
+    )  # fmt: skip
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(TEACHER_MODEL, version, key, value)
+    return LoggedModel(TEACHER_MODEL, version, f"models:/{TEACHER_MODEL}/{version}",
+                       run.info.run_id)  # fmt: skip
