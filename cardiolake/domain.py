@@ -17,6 +17,16 @@ MOBILE_LEAD_SETS: dict[int, tuple[str, ...]] = {
     1: ("I",),
     6: LIMB_LEADS,
 }
+#: ``device_kind`` of a resting 12-lead cart recording (silver.ecg, gold examples).
+RESTING_12LEAD = "resting_12lead"
+#: The lead sets a student is evaluated on (a 2-lead device records I and II; a 3-lead one adds
+#: III), by lead count.
+EVALUATION_LEAD_SETS: dict[int, tuple[str, ...]] = {
+    1: ("I",),
+    2: ("I", "II"),
+    3: ("I", "II", "III"),
+    6: LIMB_LEADS,
+}
 #: Findings behind the triage decision (multi-label), in a fixed order.
 FINDINGS: tuple[str, ...] = (
     "reduced_lvef",

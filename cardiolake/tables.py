@@ -80,6 +80,11 @@ FUSED_EMBEDDING = Table("features", "fused_embedding")
 LABS_FEATURES = Table("features", "labs_features")
 # point-in-time training set of the teacher (Feast service teacher_training on label times)
 TEACHER_TRAINING_SET = Table("features", "teacher_training_set")
+# the same service point-in-time at every 12-lead ECG's time: the teacher's view of the
+# unlabelled pool, which it scores for distillation
+DISTILLATION_SET = Table("features", "distillation_set")
+# the teacher's soft targets and ECG embedding per 12-lead ECG (several teacher versions)
+TEACHER_TARGETS = Table("features", "teacher_targets")
 # scoring: batch predictions of registered models
 PREDICTIONS = Table("scoring", "predictions")
 # quarantine: every input that failed, with stage and reason
@@ -96,6 +101,8 @@ LAYERS: dict[str, tuple[Table, ...]] = {
         FUSED_EMBEDDING,
         LABS_FEATURES,
         TEACHER_TRAINING_SET,
+        DISTILLATION_SET,
+        TEACHER_TARGETS,
     ),  # fmt: skip
     "scoring": (PREDICTIONS,),
     "quarantine": (QUARANTINE,),

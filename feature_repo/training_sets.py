@@ -21,7 +21,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from feast import FeatureStore
 
 from cardiolake import lake, tables
-from cardiolake.domain import FINDINGS
+from cardiolake.domain import FINDINGS, RESTING_12LEAD
 from cardiolake.tables import Table
 from feature_repo.store import training_set
 
@@ -43,7 +43,8 @@ class TrainingSet:
         version: the committed version.
         rows: label rows.
         service: the Feast feature service joined.
-        examples_version: the ``gold.examples_labeled`` version the labels came from.
+        examples_version: the version of the gold table whose rows are the entities
+            (``examples_labeled`` for a training set, ``examples_pretrain`` for distillation).
     """
 
     table: Table
@@ -51,6 +52,40 @@ class TrainingSet:
     rows: int
     service: str
     examples_version: int
+
+
+def distillation_entities(lake_root: Path) -> tuple[pd.DataFrame, int]:
+    """Every 12-lead ECG of ``gold.examples_pretrain`` with its acquisition time.
+
+    Returns:
+        (rows ``ecg_record_key, patient_key, split, ecg_time``; the examples' Delta version).
+    """
+    version = lake.table_version(tables.EXAMPLES_PRETRAIN, lake_root=lake_root)
+    rows = lake.read_pandas(
+        tables.EXAMPLES_PRETRAIN, lake_root=lake_root, version=version,
+        columns=["record_key", "patient_key", "split", "modality", "device_kind"],
+    )  # fmt: skip
+    rows = rows[(rows["modality"] == "ecg") & (rows["device_kind"] == RESTING_12LEAD)]
+    times = lake.read_pandas(tables.ECG, lake_root=lake_root,
+                             columns=["record_key", "acquisition_time"])  # fmt: skip
+    rows = rows.merge(times, on="record_key").rename(
+        columns={"record_key": "ecg_record_key", "acquisition_time": "ecg_time"}
+    )
+    return rows[["ecg_record_key", "patient_key", "split", "ecg_time"]], version
+
+
+def write_distillation_set(
+    store: FeatureStore, lake_root: Path, *, service: str = "teacher_training"
+) -> TrainingSet:
+    """Join ``service`` point-in-time onto every 12-lead ECG (at its acquisition time).
+
+    The teacher scores these rows for the student: its view of the unlabelled pool (and of
+    the labelled patients' ECGs) with no feature newer than the ECG itself.
+    """
+    entities, version = distillation_entities(lake_root)
+    return _commit(store, lake_root, entities, event_time="ecg_time", service=service,
+                   table=tables.DISTILLATION_SET,
+                   meta={"examples_pretrain_version": str(version)})  # fmt: skip
 
 
 def write_training_set(
@@ -76,7 +111,15 @@ def write_training_set(
         tables.EXAMPLES_LABELED, lake_root=lake_root, columns=list(LABEL_COLUMNS),
         version=examples_version,
     )  # fmt: skip
-    joined = training_set(store, labels, features=service, event_time="label_time")
+    return _commit(store, lake_root, labels, event_time="label_time", service=service, table=table,
+                   meta={"examples_labeled_version": str(examples_version)})  # fmt: skip
+
+
+def _commit(
+    store: FeatureStore, lake_root: Path, entities: pd.DataFrame, *, event_time: str,
+    service: str, table: Table, meta: dict[str, str],
+) -> TrainingSet:  # fmt: skip
+    joined = training_set(store, entities, features=service, event_time=event_time)
     # embeddings come back as object arrays; Delta wants list<float32>
     for col in joined.columns:
         if joined[col].dtype == object and len(joined) and _is_vector(joined[col]):
@@ -85,15 +128,15 @@ def write_training_set(
     uri = str(table.path(lake_root))
     fs = store.get_feature_service(service)
     updated = fs.last_updated_timestamp or fs.created_timestamp
-    meta = {"feature_service": service, "examples_labeled_version": str(examples_version),
-            "feast_project": store.project,
+    meta = {"feature_service": service, **meta, "feast_project": store.project,
             "feature_service_updated": str(updated)}  # fmt: skip
     Path(uri).mkdir(parents=True, exist_ok=True)
     write_deltalake(uri, arrow, mode="overwrite", schema_mode="overwrite",
                     commit_properties=CommitProperties(custom_metadata=meta))  # fmt: skip
     version = DeltaTable(uri).version()
     logger.info("%s v%d: %d rows (%s)", table, version, arrow.num_rows, json.dumps(meta))
-    return TrainingSet(table, version, arrow.num_rows, service, examples_version)
+    source_version = int(next(v for k, v in meta.items() if k.endswith("_version")))
+    return TrainingSet(table, version, arrow.num_rows, service, source_version)
 
 
 def _is_vector(column: pd.Series) -> bool:

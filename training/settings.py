@@ -227,6 +227,54 @@ class TeacherSettings:
     patience: int = 8
 
 
+@dataclass(frozen=True)
+class StudentSettings:
+    """Stage 3b: the 1-6 limb-lead student distilled from the teacher.
+
+    Attributes:
+        run: the loop.
+        data: tensors from examples (``ecg_fs`` is the rate after the student's decimator).
+        input_fs: the rate the student takes (the mobile devices' 300 Hz); its first layer is
+            a fixed anti-aliasing decimator down to ``data.ecg_fs``.
+        seconds: ECG seconds per example (a 30 s mobile strip gives a random 10 s crop).
+        init: the ECG encoder the student starts from: ``align`` (stage 2), ``pretrain``
+            (stage 1) or ``random``.
+        distill: learn from the teacher (soft targets on labelled and unlabelled recordings plus
+            its ECG embedding); False trains the same student on the labels alone.
+        temperature: distillation temperature of the soft targets.
+        soft_weight: weight of the soft-target loss (the hard-label loss gets 1 - this).
+        embed_weight: weight of matching the teacher's ECG embedding (cosine).
+        label_fraction: share of the labelled train patients whose labels are used (the
+            label-efficiency curve); the rest join the unlabelled pool.
+        use_mobile: also train on the patients' own mobile recordings (device noise, 30 s).
+        finding_weight: weight of the findings' heads against the triage head.
+        sensitivity: the operating point's sensitivity target for urgent (on validation).
+        max_weight_kb: the device budget; a bigger student is flagged in its run.
+        teacher_run_id: the teacher run whose targets to learn (None: the latest).
+        patience: epochs without a better validation AUC before stopping.
+    """
+
+    run: RunSettings = field(
+        default_factory=lambda: RunSettings(epochs=25, batch_size=64, lr=1e-3, weight_decay=1e-3)
+    )
+    data: DataSettings = field(default_factory=DataSettings)
+    input_fs: int = 300
+    seconds: float = 10.0
+    init: str = "align"
+    distill: bool = True
+    temperature: float = 2.0
+    soft_weight: float = 0.7
+    embed_weight: float = 0.5
+    label_fraction: float = 1.0
+    use_mobile: bool = True
+    finding_weight: float = 0.5
+    gain_jitter: float = 0.1
+    sensitivity: float = 0.90
+    max_weight_kb: float = 300.0
+    teacher_run_id: str | None = None
+    patience: int = 8
+
+
 def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - set(known)

@@ -118,32 +118,53 @@ def get(
 def training_set_cmd(
     lake: Path = _LAKE,
     service: str = typer.Option("teacher_training", "--service", help="Feature service."),
+    entities: str = typer.Option(
+        "labels",
+        "--entities",
+        help="labels: every label row at its label time (features.teacher_training_set); "
+        "ecg: every 12-lead ECG at its acquisition time (features.distillation_set).",
+    ),  # fmt: skip
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be written."),
 ) -> None:
-    """Point-in-time join of a feature service onto gold.examples_labeled, written as Delta."""
+    """Point-in-time join of a feature service onto labels or ECGs, written as Delta."""
     from feature_repo.store import open_store
-    from feature_repo.training_sets import TRAINING_SET_TABLES, write_training_set
+    from feature_repo.training_sets import (
+        TRAINING_SET_TABLES,
+        write_distillation_set,
+        write_training_set,
+    )
+
+    if entities not in ("labels", "ecg"):
+        console.print(f"[red]error:[/] --entities must be labels or ecg, not {entities!r}")
+        raise typer.Exit(2)
+    write = write_training_set if entities == "labels" else write_distillation_set
+    distillation = "features.distillation_set"
 
     settings = _settings(lake, "sqlite", "")
     if service not in TRAINING_SET_TABLES:
         console.print(f"[red]error:[/] no training set for service {service!r}; "
                       f"known: {', '.join(TRAINING_SET_TABLES)}")  # fmt: skip
         raise typer.Exit(2)
-    if dry_run:
-        console.print(f"would join {service} onto gold.examples_labeled into "
-                      f"{TRAINING_SET_TABLES[service]} under {settings.lake_root}")  # fmt: skip
+        target = TRAINING_SET_TABLES[service] if entities == "labels" else distillation
+
+        target = (
+            TRAINING_SET_TABLES[service] if entities == "labels" else "features.distillation_set"
+        )
+        console.print(f"would join {service} onto the {entities} rows into {target} "
+                      f"under {settings.lake_root}")  # fmt: skip
         return
     from feast.errors import FeatureServiceNotFoundException
 
     try:
-        written = write_training_set(open_store(settings), settings.lake_root, service=service)
+        written = write(open_store(settings), settings.lake_root, service=service)
     except FeatureServiceNotFoundException:
         console.print(f"[red]error:[/] feature service {service!r} is not registered in "
                       f"{settings.feast_dir}: run `cardiolake features apply` first")  # fmt: skip
         raise typer.Exit(2) from None
     console.print(
         f"{written.table} v{written.version}: {written.rows:,} rows "
-        f"({service} as of each label time; gold.examples_labeled v{written.examples_version})"
+        f"({service} as of each {'label' if entities == 'labels' else 'ECG'} time; source "
+        f"v{written.examples_version})"
     )
 
 
