@@ -20,7 +20,14 @@ import yaml
 
 from cardiolake.tracking import TRACKING_ENV
 
-STAGES = ("pretrain", "align", "teacher")
+#: stage -> (module, entry function, settings class name in training.settings)
+ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
+    "pretrain": ("training.pretrain", "train_pretrain", "PretrainSettings"),
+    "align": ("training.align", "train_align", "AlignSettings"),
+    "teacher": ("training.teacher", "train_teacher", "TeacherSettings"),
+    "student": ("training.student", "train_student", "StudentSettings"),
+}
+STAGES = tuple(ENTRY_POINTS)
 
 
 def _parse_set(values: list[str]) -> dict[str, Any]:
@@ -34,10 +41,10 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
 
 
 def _settings(stage: str, config: Path | None, overrides: dict[str, Any]) -> Any:
-    from training.settings import AlignSettings, PretrainSettings, TeacherSettings, load_settings
+    from training import settings as settings_module
 
-    cls = {"pretrain": PretrainSettings, "align": AlignSettings, "teacher": TeacherSettings}[stage]
-    return load_settings(cls, config, stage, **overrides)
+    cls = getattr(settings_module, ENTRY_POINTS[stage][2])
+    return settings_module.load_settings(cls, config, stage, **overrides)
 
 
 def run_stage(
@@ -62,18 +69,10 @@ def run_stage(
     warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
     ctx = context_from_env(Path(lake_root), tracking, fresh)
     with process_group(ctx):
-        if stage == "pretrain":
-            from training.pretrain import train_pretrain
+        import importlib
 
-            summary = train_pretrain(settings, ctx)
-        elif stage == "align":
-            from training.align import train_align
-
-            summary = train_align(settings, ctx)
-        else:
-            from training.teacher import train_teacher
-
-            summary = train_teacher(settings, ctx)
+        module, entry, _ = ENTRY_POINTS[stage]
+        summary = getattr(importlib.import_module(module), entry)(settings, ctx)
     if ctx.main and summary_out:
         Path(summary_out).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_out).write_text(json.dumps(summary, indent=2, default=str))

@@ -103,17 +103,35 @@ def ecg_by_record(
     return ecg, mask, found
 
 
-def load_labeled(
-    lake_root: Path, data: DataSettings, *, training_set: Table = tables.TEACHER_TRAINING_SET,
-    version: int | None = None,
+def load_labeled(lake_root: Path, data: DataSettings, *, version: int | None = None
+                 ) -> LabeledSet:  # fmt: skip
+    """The teacher's training set (label rows) joined with their 12-lead ECGs."""
+    return load_rows(lake_root, data, training_set=tables.TEACHER_TRAINING_SET,
+                     examples=tables.EXAMPLES_LABELED, examples_key="ecg_record_key",
+                     version=version)  # fmt: skip
+
+
+def load_distillation(lake_root: Path, data: DataSettings, *, version: int | None = None
+                      ) -> LabeledSet:  # fmt: skip
+    """Every 12-lead ECG with the teacher's other inputs as of its time (no labels)."""
+    return load_rows(lake_root, data, training_set=tables.DISTILLATION_SET,
+                     examples=tables.EXAMPLES_PRETRAIN, examples_key="record_key",
+                     version=version)  # fmt: skip
+
+
+def load_rows(
+    lake_root: Path, data: DataSettings, *, training_set: Table, examples: Table,
+    examples_key: str, version: int | None = None,
 ) -> LabeledSet:  # fmt: skip
-    """The training set joined with its 12-lead ECGs.
+    """A Feast point-in-time set joined with its 12-lead ECGs (by ``ecg_record_key``).
 
     Args:
         lake_root: the lake root.
         data: the training rate (``ecg_fs``).
-        training_set: the Feast training-set table.
-        version: its Delta version (None: the latest).
+        training_set: the Feast set (``teacher_training_set`` or ``distillation_set``).
+        examples: the gold table holding the ECGs.
+        examples_key: its column naming the ECG record.
+        version: the set's Delta version (None: the latest).
 
     Raises:
         TrainingDataError: no training set (run ``cardiolake features training-set``), or
@@ -124,17 +142,18 @@ def load_labeled(
     except TrainingDataError as exc:
         raise TrainingDataError(
             f"{exc}; write it with `cardiolake features apply && cardiolake features "
-            "training-set` in the platform environment"
+            f"training-set{' --entities ecg' if training_set == tables.DISTILLATION_SET else ''}`"
+            " in the platform environment"
         ) from exc
     frame = read_columns(pinned, None).to_pandas()
     frame = frame.drop(columns=[c for c in _UNUSED_VECTORS if c in frame.columns])
-    frame = frame.sort_values(["patient_key", "exam_key"]).reset_index(drop=True)
-    examples = pin(tables.EXAMPLES_LABELED, lake_root)
+    frame = frame.sort_values(["patient_key", "ecg_record_key"]).reset_index(drop=True)
+    source = pin(examples, lake_root)
     ecg, mask, found = ecg_by_record(
-        examples, lake_root, data.ecg_fs, frame["ecg_record_key"].tolist(), key="ecg_record_key"
+        source, lake_root, data.ecg_fs, frame["ecg_record_key"].tolist(), key=examples_key
     )
     if not found.any():
-        raise TrainingDataError(f"{pinned.tag}: no row's ECG is in {examples.tag}")
+        raise TrainingDataError(f"{pinned.tag}: no row's ECG is in {source.tag}")
     keep = np.flatnonzero(found)
     frame = frame.iloc[keep].reset_index(drop=True)
     echo, echo_present = _vector_column(frame, "echo_embedding")
@@ -146,5 +165,5 @@ def load_labeled(
     return LabeledSet(
         frame=frame.drop(columns=["echo_embedding"], errors="ignore"), ecg=ecg[keep],
         lead_mask=mask[keep], echo=echo, echo_present=echo_present, targets=targets,
-        pinned={"training_set": pinned, "examples_labeled": examples},
+        pinned={"training_set": pinned, examples.name: source},
     )  # fmt: skip

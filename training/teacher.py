@@ -17,13 +17,16 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cardiolake import tables
 from cardiolake.tracking import TEACHER_MODEL
 from training.calibration import (
     calibrated,
@@ -33,10 +36,10 @@ from training.calibration import (
     threshold_for_sensitivity,
 )
 from training.encoders import EcgEncoder
-from training.labeled import TARGETS, LabeledSet, load_labeled
-from training.lake import PinnedTable, TrainingDataError
+from training.labeled import TARGETS, LabeledSet, load_distillation, load_labeled
+from training.lake import PinnedTable, TrainingDataError, merge_rows
 from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
-from training.settings import TeacherSettings
+from training.settings import DataSettings, TeacherSettings
 from training.tabular import TabularSpec, numeric_columns
 from training.tracking import LoggedModel
 
@@ -336,11 +339,78 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
                     "ecg_fs": settings.data.ecg_fs}  # fmt: skip
             log_json(card, "teacher_card.json")
             logged = log_teacher(model, card, tags={"cardiolake.parent_run": parent})
+            targets = write_targets(model, data, spec, logged, ctx.lake_root, settings.data)
+            mlflow.set_tags({"cardiolake.teacher_targets": str(targets["version"]),
+                             **({"cardiolake.distillation_set": targets["distillation_set"]}
+                                if "distillation_set" in targets else {})})  # fmt: skip
             summary |= {"metrics": {**best, **metrics}, "calibration": cal.as_dict(),
-                        "teacher": logged.uri}  # fmt: skip
+                        "teacher": logged.uri, "targets": targets}  # fmt: skip
         stage.finish({"teacher": model})
     summary["run_id"] = stage.run_id
     return summary
+
+
+#: Arrow schema of ``features.teacher_targets``.
+TARGETS_SCHEMA = pa.schema(
+    [
+        ("patient_key", pa.string()),
+        ("ecg_record_key", pa.string()),
+        ("split", pa.string()),
+        ("source", pa.string()),  # labels (a label row) | ecg (every 12-lead ECG)
+        ("logits", pa.list_(pa.float32())),  # one per TARGETS, uncalibrated
+        ("labels", pa.list_(pa.float32())),  # the label row's labels (NaN unknown / none)
+        ("embedding", pa.list_(pa.float32())),  # the teacher's ECG embedding
+        ("model_version", pa.string()),  # registered teacher name/version
+        ("run_id", pa.string()),
+        ("written_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+TARGETS_KEYS = ("ecg_record_key", "source", "model_version")
+
+
+def target_rows(
+    model: Teacher, data: LabeledSet, spec: TabularSpec, source: str, logged: LoggedModel
+) -> pa.Table:  # fmt: skip
+    """The teacher's logits and ECG embedding of every row of a set."""
+    import datetime as dt
+
+    inputs = TeacherInputs.of(data, spec)
+    logits, emb = predict(model, inputs, np.arange(len(data.frame)))
+    now = dt.datetime.now(dt.UTC)
+    n = len(data.frame)
+    return pa.table(
+        {"patient_key": data.frame["patient_key"].astype(str).tolist(),
+         "ecg_record_key": data.frame["ecg_record_key"].astype(str).tolist(),
+         "split": data.frame["split"].astype(str).tolist(), "source": [source] * n,
+         "logits": list(logits.astype(np.float32)),
+         "labels": list(data.targets.astype(np.float32)),
+         "embedding": list(emb.astype(np.float32)), "model_version": [logged.label] * n,
+         "run_id": [logged.run_id] * n, "written_at": [now] * n},
+        schema=TARGETS_SCHEMA,
+    )  # fmt: skip
+
+
+def write_targets(
+    model: Teacher, labeled: LabeledSet, spec: TabularSpec, logged: LoggedModel,
+    lake_root: Path, data: DataSettings,
+) -> dict[str, Any]:  # fmt: skip
+    """Soft targets of the label rows and, when the distillation set exists, of every ECG."""
+    parts = [target_rows(model, labeled, spec, "labels", logged)]
+    pool: LabeledSet | None = None
+    try:
+        pool = load_distillation(lake_root, data)
+    except TrainingDataError as exc:
+        logger.warning("teacher: no distillation set, the student gets label rows only (%s)",
+                       exc)  # fmt: skip
+    if pool is not None:
+        parts.append(target_rows(model, pool, spec, "ecg", logged))
+    version, inserted = merge_rows(pa.concat_tables(parts), tables.TEACHER_TARGETS, lake_root,
+                                   keys=TARGETS_KEYS)  # fmt: skip
+    out = {"version": version, "inserted": inserted, "label_rows": parts[0].num_rows,
+           "ecg_rows": parts[1].num_rows if pool is not None else 0}  # fmt: skip
+    if pool is not None:
+        out["distillation_set"] = pool.pinned["training_set"].tag
+    return out
 
 
 def feast_tags(pinned: PinnedTable) -> dict[str, str]:

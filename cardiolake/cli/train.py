@@ -36,6 +36,7 @@ _NEEDS = {
         tables.TEACHER_TRAINING_SET,
         "cardiolake features apply --lake LAKE && cardiolake features training-set --lake LAKE",
     ),
+    "student": (tables.TEACHER_TARGETS, "cardiolake train teacher --lake LAKE"),
 }
 
 
@@ -132,3 +133,4 @@ _stage_command("align", "Stage 2: beat-level ECG <-> echo alignment on gold.exam
 _stage_command(
     "teacher", "Stage 3a: the 12-lead + echo + labs teacher on features.teacher_training_set."
 )
+_stage_command("student", "Stage 3b: distil the teacher into a 1-6 limb-lead mobile-ECG student.")
