@@ -410,9 +410,7 @@ def student_calibration(model: Student, data: StudentData, settings: StudentSett
             "sensitivity_target": settings.sensitivity}  # fmt: skip
 
 
-def initial_encoder(
-    settings: StudentSettings, teacher_parent: str | None
-) -> tuple[EcgEncoder, dict[str, str]]:
+def initial_encoder(settings: StudentSettings) -> tuple[EcgEncoder, dict[str, str]]:
     """The ECG encoder the student starts from, and tags saying which."""
     from training.embed import encoders_of_run
     from training.tracking import latest_finished_run

@@ -189,6 +189,9 @@ def calibrate(logits: np.ndarray, targets: np.ndarray, sensitivity: float) -> Ca
         temps[name] = fit_temperature(logits[ok, j], targets[ok, j])
     ok = np.isfinite(targets[:, 0])
     probs = calibrated(logits[ok, 0], temps[TARGETS[0]])
+    if not (targets[ok, 0] > 0).any():  # a tiny lake: nothing to set the point on
+        logger.warning("no urgent validation example: the operating point defaults to 0.5")
+        return Calibration(temps, 0.5, sensitivity)
     threshold = threshold_for_sensitivity(probs, targets[ok, 0], sensitivity)
     return Calibration(temps, threshold, sensitivity)
 

