@@ -249,7 +249,37 @@ def training_set(
     """
     entity_df = labels.rename(columns={event_time: "event_timestamp"}).copy()
     entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
+    entity_df[_ROW] = range(len(entity_df))
     refs: Any = store.get_feature_service(features) if isinstance(features, str) else features
-    job = store.get_historical_features(entity_df=entity_df, features=refs)
-    out = job.to_df()
+    out = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+    if len(out) != len(entity_df):
+        # Feast's file offline store returns no rows at all when one view has no feature row at
+        # or before any entity's time (every ECG of a small cohort taken before its echo, say):
+        # join view by view and keep every entity row, that view's features null.
+        out = entity_df
+        keys = entity_df[[_ROW, "patient_key", "event_timestamp"]]
+        for view_refs in _refs_by_view(store, features).values():
+            part = store.get_historical_features(entity_df=keys, features=view_refs).to_df()
+            cols = [ref.split(":", 1)[1] for ref in view_refs]
+            out = out.merge(part[[_ROW, *cols]], on=_ROW, how="left")
+        logger.info("training set joined view by view (a view had no row before any entity)")
+    out = out.drop(columns=[_ROW])
     return out.sort_values(["patient_key", "event_timestamp"]).reset_index(drop=True)
+
+
+#: Entity row id carried through Feast's join (its output order is not the input's).
+_ROW = "_entity_row"
+
+
+def _refs_by_view(store: FeatureStore, features: str | list[str]) -> dict[str, list[str]]:
+    """``view:feature`` references of a feature service (or a list of them), by view."""
+    if isinstance(features, str):
+        service = store.get_feature_service(features)
+        refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections
+                for f in p.features]  # fmt: skip
+    else:
+        refs = list(features)
+    grouped: dict[str, list[str]] = {}
+    for ref in refs:
+        grouped.setdefault(ref.split(":", 1)[0], []).append(ref)
+    return grouped

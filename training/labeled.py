@@ -62,10 +62,9 @@ class LabeledSet:
         return np.flatnonzero(self.frame["split"].to_numpy() == name)
 
 
-def _vector_column(frame: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+def _vector_column(frame: pd.DataFrame, col: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, dim) vectors and (N,) presence; a missing, NaN or wrongly sized vector is absent."""
     values = frame[col].to_numpy() if col in frame.columns else np.array([None] * len(frame))
-    dims = {len(v) for v in values if v is not None and len(v)}
-    dim = max(dims) if dims else 1
     out = np.zeros((len(frame), dim), dtype=np.float32)
     present = np.zeros(len(frame), dtype=np.float32)
     for i, v in enumerate(values):
@@ -103,25 +102,25 @@ def ecg_by_record(
     return ecg, mask, found
 
 
-def load_labeled(lake_root: Path, data: DataSettings, *, version: int | None = None
-                 ) -> LabeledSet:  # fmt: skip
+def load_labeled(lake_root: Path, data: DataSettings, *, echo_dim: int,
+                 version: int | None = None) -> LabeledSet:  # fmt: skip
     """The teacher's training set (label rows) joined with their 12-lead ECGs."""
     return load_rows(lake_root, data, training_set=tables.TEACHER_TRAINING_SET,
                      examples=tables.EXAMPLES_LABELED, examples_key="ecg_record_key",
-                     version=version)  # fmt: skip
+                     echo_dim=echo_dim, version=version)  # fmt: skip
 
 
-def load_distillation(lake_root: Path, data: DataSettings, *, version: int | None = None
-                      ) -> LabeledSet:  # fmt: skip
+def load_distillation(lake_root: Path, data: DataSettings, *, echo_dim: int,
+                      version: int | None = None) -> LabeledSet:  # fmt: skip
     """Every 12-lead ECG with the teacher's other inputs as of its time (no labels)."""
     return load_rows(lake_root, data, training_set=tables.DISTILLATION_SET,
                      examples=tables.EXAMPLES_PRETRAIN, examples_key="record_key",
-                     version=version)  # fmt: skip
+                     echo_dim=echo_dim, version=version)  # fmt: skip
 
 
 def load_rows(
     lake_root: Path, data: DataSettings, *, training_set: Table, examples: Table,
-    examples_key: str, version: int | None = None,
+    examples_key: str, echo_dim: int, version: int | None = None,
 ) -> LabeledSet:  # fmt: skip
     """A Feast point-in-time set joined with its 12-lead ECGs (by ``ecg_record_key``).
 
@@ -131,6 +130,8 @@ def load_rows(
         training_set: the Feast set (``teacher_training_set`` or ``distillation_set``).
         examples: the gold table holding the ECGs.
         examples_key: its column naming the ECG record.
+        echo_dim: the echo embedding's size (the echo encoder's; a set in which no row has
+            an echo yet still gives the teacher inputs of its shape).
         version: the set's Delta version (None: the latest).
 
     Raises:
@@ -156,7 +157,7 @@ def load_rows(
         raise TrainingDataError(f"{pinned.tag}: no row's ECG is in {source.tag}")
     keep = np.flatnonzero(found)
     frame = frame.iloc[keep].reset_index(drop=True)
-    echo, echo_present = _vector_column(frame, "echo_embedding")
+    echo, echo_present = _vector_column(frame, "echo_embedding", echo_dim)
     targets = np.full((len(frame), len(TARGETS)), np.nan, dtype=np.float32)
     for j, col in enumerate(TARGETS):
         if col in frame.columns:

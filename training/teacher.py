@@ -313,15 +313,17 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
     parent = settings.encoder_run_id or latest_finished_run("align")
     if parent is None:
         raise LookupError("no finished stage-2 run: run `cardiolake train align` first")
-    ecg, _echo, uris = encoders_of_run(parent)
-    data = load_labeled(ctx.lake_root, settings.data, version=settings.training_set_version)
+    ecg, echo, uris = encoders_of_run(parent)
+    echo_dim = echo.cfg.embedding_dim
+    data = load_labeled(ctx.lake_root, settings.data, echo_dim=echo_dim,
+                        version=settings.training_set_version)  # fmt: skip
     train, val = data.split("train"), data.split("validation")
     if len(train) < 2:
         raise TrainingDataError(f"{data.pinned['training_set'].tag}: fewer than 2 train rows")
     spec = TabularSpec.fit(data.frame.iloc[train], numeric_columns(data.frame, TARGETS))
     inputs = TeacherInputs.of(data, spec)
     gen = seed_everything(settings.run.seed)
-    model = Teacher(ecg, data.echo.shape[1], spec, settings)
+    model = Teacher(ecg, echo_dim, spec, settings)
     logger.info("teacher: %d train / %d validation rows, %d tabular inputs, echo for %.0f %%",
                 len(train), len(val), spec.width, 100 * data.echo_present.mean())  # fmt: skip
     stage = StageRun(
@@ -401,7 +403,7 @@ def write_targets(
     parts = [target_rows(model, labeled, spec, "labels", logged)]
     pool: LabeledSet | None = None
     try:
-        pool = load_distillation(lake_root, data)
+        pool = load_distillation(lake_root, data, echo_dim=labeled.echo.shape[1])
     except TrainingDataError as exc:
         logger.warning("teacher: no distillation set, the student gets label rows only (%s)",
                        exc)  # fmt: skip

@@ -145,11 +145,8 @@ def training_set_cmd(
         console.print(f"[red]error:[/] no training set for service {service!r}; "
                       f"known: {', '.join(TRAINING_SET_TABLES)}")  # fmt: skip
         raise typer.Exit(2)
+    if dry_run:
         target = TRAINING_SET_TABLES[service] if entities == "labels" else distillation
-
-        target = (
-            TRAINING_SET_TABLES[service] if entities == "labels" else "features.distillation_set"
-        )
         console.print(f"would join {service} onto the {entities} rows into {target} "
                       f"under {settings.lake_root}")  # fmt: skip
         return

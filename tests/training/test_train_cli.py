@@ -186,7 +186,6 @@ def test_training_set_is_a_point_in_time_delta_table(trained: dict) -> None:
     assert history[0]["operation"]
 
 
-@pytest.mark.skip(reason="issue 10 in progress: the tiny lake gives an empty distillation set")
 def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict) -> None:
     root = trained["lake"]
     runner = CliRunner()
