@@ -34,42 +34,9 @@ from cardiolake import lake, tables
 from cardiolake.cohort.describe import ECG12_FEATURES
 from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV, patient_key
 from cardiolake.tracking import EXPERIMENTS, tracking_uri
+from training.metrics import bootstrap_auc, paired_difference
 
 STAGES = ("random", "pretrain", "align")
-
-
-def bootstrap_auc(
-    y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95 % percentile interval of the AUC over patient resamples."""
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            aucs.append(roc_auc_score(y[idx], p[idx]))
-    lo, hi = np.percentile(aucs, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def paired_difference(
-    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, *, n: int = 2000, seed: int = 0
-) -> dict:
-    """AUC(b) - AUC(a) on the same test patients, with a paired patient-bootstrap 95 % CI.
-
-    Both probes are scored on each resample, so what the CI measures is the gap itself, not
-    the two (much wider, strongly correlated) intervals side by side.
-    """
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            diffs.append(roc_auc_score(y[idx], p_b[idx]) - roc_auc_score(y[idx], p_a[idx]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    delta = roc_auc_score(y, p_b) - roc_auc_score(y, p_a)
-    return {"delta": float(delta), "ci95": [float(lo), float(hi)],
-            "share_positive": float(np.mean(np.array(diffs) > 0))}  # fmt: skip
 
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:

@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "align": "cardiolake-align",
     "teacher": "cardiolake-teacher",
     "student": "cardiolake-student",
+    "evaluate": "cardiolake-evaluate",
 }
 #: Registered models of the encoders (their versions are what embedding rows name).
 ENCODER_MODELS: dict[str, str] = {

@@ -26,6 +26,8 @@ ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
     "align": ("training.align", "train_align", "AlignSettings"),
     "teacher": ("training.teacher", "train_teacher", "TeacherSettings"),
     "student": ("training.student", "train_student", "StudentSettings"),
+    "embed": ("training.embed", "embed_lake", "EmbedSettings"),
+    "evaluate": ("training.evaluate", "evaluate", "EvaluateSettings"),
 }
 STAGES = tuple(ENTRY_POINTS)
 

@@ -30,7 +30,8 @@ from training.cache import ecg_at_rate
 from training.data import iter_rows
 from training.encoders import EcgEncoder, EchoEncoder
 from training.lake import PinnedTable, latest, merge_rows, pin, read_columns
-from training.settings import DataSettings
+from training.runner import Context
+from training.settings import DataSettings, EmbedSettings
 from training.tracking import DELTA_TAG, STAGE_TAG, LoggedModel, log_encoder
 from training.transforms import LEAD_COLUMNS, decode_frames, ecg_matrices, frames_at, resize_frames
 
@@ -220,17 +221,8 @@ def log_and_embed(
     out: dict[str, Any] = {"models": {"ecg": ecg_model.uri, "echo": echo_model.uri}}
     if not write:
         return out
-    written: dict[str, Any] = {}
-    ecg_source = ecg_at_rate(pinned, lake_root, data.ecg_fs)
-    ecg_rows = to_rows(ecg_embeddings(ecg, ecg_source, data.ecg_fs), ecg_model, stage,
-                       event_times(lake_root, tables.ECG))  # fmt: skip
-    written[str(tables.ECG_EMBEDDING)] = write_embeddings(ecg_rows, tables.ECG_EMBEDDING, lake_root)
-    if latest(tables.ECHO, lake_root) is not None:
-        echo_rows = to_rows(echo_embeddings(echo, pinned, data), echo_model, stage,
-                            event_times(lake_root, tables.ECHO))  # fmt: skip
-        written[str(tables.ECHO_EMBEDDING)] = write_embeddings(
-            echo_rows, tables.ECHO_EMBEDDING, lake_root
-        )
+    written = write_embedding_tables(stage=stage, lake_root=lake_root, ecg=(ecg, ecg_model),
+                                     echo=(echo, echo_model), data=data, pinned=pinned)  # fmt: skip
     if fused is not None:
         written[str(tables.FUSED_EMBEDDING)] = write_embeddings(
             fused(ecg_model, echo_model), tables.FUSED_EMBEDDING, lake_root
@@ -239,6 +231,83 @@ def log_and_embed(
         mlflow.set_tag(f"cardiolake.wrote.{name}", str(w["version"]))
     out["embeddings"] = written
     return out
+
+
+def write_embedding_tables(
+    *, stage: str, lake_root: Path, ecg: tuple[EcgEncoder, LoggedModel],
+    echo: tuple[EchoEncoder, LoggedModel], data: DataSettings, pinned: PinnedTable,
+) -> dict[str, Any]:  # fmt: skip
+    """Write ``features.ecg_embedding`` and ``features.echo_embedding`` rows of a lake.
+
+    Returns:
+        table -> {version, inserted}.
+    """
+    (ecg_encoder, ecg_model), (echo_encoder, echo_model) = ecg, echo
+    written: dict[str, Any] = {}
+    ecg_source = ecg_at_rate(pinned, lake_root, data.ecg_fs)
+    ecg_rows = to_rows(ecg_embeddings(ecg_encoder, ecg_source, data.ecg_fs), ecg_model, stage,
+                       event_times(lake_root, tables.ECG))  # fmt: skip
+    written[str(tables.ECG_EMBEDDING)] = write_embeddings(ecg_rows, tables.ECG_EMBEDDING, lake_root)
+    if latest(tables.ECHO, lake_root) is not None:
+        echo_rows = to_rows(echo_embeddings(echo_encoder, pinned, data), echo_model, stage,
+                            event_times(lake_root, tables.ECHO))  # fmt: skip
+        written[str(tables.ECHO_EMBEDDING)] = write_embeddings(
+            echo_rows, tables.ECHO_EMBEDDING, lake_root
+        )
+    return written
+
+
+def embed_lake(settings: EmbedSettings, ctx: Context) -> dict[str, Any]:
+    """Embed a lake's ECGs and echoes with encoders another run registered (no new model).
+
+    The rows name the registered versions they came from, so an external cohort's lake serves
+    (through Feast) exactly the embeddings the teacher was trained on. Idempotent.
+
+    Raises:
+        LookupError: no encoder run to use.
+        training.lake.TrainingDataError: the lake has no ``gold.examples_pretrain``.
+    """
+    import mlflow
+
+    from training.tracking import PARENT_TAG, connect, latest_finished_run
+
+    connect(ctx.lake_root, ctx.tracking)
+    run_id = settings.encoder_run_id
+    if run_id is None:
+        teacher = latest_finished_run("teacher", {})
+        run_id = (mlflow.get_run(teacher).data.tags.get(PARENT_TAG) if teacher
+                  else latest_finished_run("align"))  # fmt: skip
+    if run_id is None:
+        raise LookupError("no encoder run in the tracking store: train the encoders first")
+    ecg, echo, uris = encoders_of_run(run_id)
+    run = mlflow.get_run(run_id)
+    data = data_settings_of(run.data.params)
+    stage = run.data.tags.get(STAGE_TAG, "align")
+    models = {kind: LoggedModel(*uri.removeprefix("models:/").split("/"), uri, run_id)
+              for kind, uri in uris.items()}  # fmt: skip
+    pinned = pin(tables.EXAMPLES_PRETRAIN, ctx.lake_root)
+    written = write_embedding_tables(stage=stage, lake_root=ctx.lake_root,
+                                     ecg=(ecg, models["ecg"]), echo=(echo, models["echo"]),
+                                     data=data, pinned=pinned)  # fmt: skip
+    logger.info("embedded %s with run %s: %s", pinned.tag, run_id, written)
+    return {"encoder_run_id": run_id, "models": uris, "embeddings": written}
+
+
+def data_settings_of(params: dict[str, str]) -> DataSettings:
+    """The data settings a run logged (``data.ecg_fs`` ... params) rebuilt."""
+    import ast
+    import dataclasses
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(DataSettings):
+        raw = params.get(f"data.{f.name}")
+        if raw is None:
+            continue
+        try:
+            values[f.name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            values[f.name] = raw  # a plain string (the reader pool)
+    return DataSettings(**values)
 
 
 def encoders_of_run(run_id: str) -> tuple[EcgEncoder, EchoEncoder, dict[str, str]]:

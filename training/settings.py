@@ -277,6 +277,54 @@ class StudentSettings:
     patience: int = 8
 
 
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Evaluation of the stage-3 models on a lake's labelled examples.
+
+    Attributes:
+        run: only ``seed`` matters (the evaluation trains nothing).
+        split: ``test`` (the lake's held-out patients) or ``all`` (an external cohort).
+        out: folder for ``predictions.parquet``, ``metrics.json`` and plots (None:
+            ``<lake>/_evaluation``).
+        teacher_run_id: the teacher run to evaluate (None: the newest finished).
+        student_run_id: the distilled student run (None: the newest finished, stage-2 init,
+            all labels).
+        labels_only_run_id: the labels-only student run (None: likewise).
+        curve_fractions: label fractions of the label-efficiency students looked for.
+        bootstrap: patient resamples behind each 95 % interval.
+    """
+
+    run: RunSettings = field(default_factory=RunSettings)
+    split: str = "test"
+    out: str | None = None
+    teacher_run_id: str | None = None
+    student_run_id: str | None = None
+    labels_only_run_id: str | None = None
+    curve_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    bootstrap: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "all", "validation", "train"):
+            raise ValueError(f"split must be test, all, validation or train, not {self.split!r}")
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Embedding another lake's recordings with already registered encoders.
+
+    An external test cohort is ingested into its own lake; its echo embeddings (a teacher
+    input, served by Feast) must come from the encoders the teacher was trained with.
+
+    Attributes:
+        run: only ``seed`` matters.
+        encoder_run_id: the run whose registered encoders embed (None: the stage-2 run the
+            newest teacher started from).
+    """
+
+    run: RunSettings = field(default_factory=RunSettings)
+    encoder_run_id: str | None = None
+
+
 def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - set(known)

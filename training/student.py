@@ -39,9 +39,10 @@ from training.calibration import calibrated, fit_temperature, threshold_for_sens
 from training.encoders import EcgEncoder, count_parameters
 from training.labeled import TARGETS, ecg_by_record
 from training.lake import PinnedTable, TrainingDataError, pin, read_columns
+from training.metrics import auc
 from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
 from training.settings import EcgEncoderSettings, StudentSettings
-from training.teacher import auc, multilabel_loss
+from training.teacher import multilabel_loss
 from training.tracking import LoggedModel, log_json
 from training.transforms import N_LEADS
 

@@ -38,6 +38,7 @@ from training.calibration import (
 from training.encoders import EcgEncoder
 from training.labeled import TARGETS, LabeledSet, load_distillation, load_labeled
 from training.lake import PinnedTable, TrainingDataError, merge_rows
+from training.metrics import auc
 from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
 from training.settings import DataSettings, TeacherSettings
 from training.tabular import TabularSpec, numeric_columns
@@ -148,17 +149,6 @@ def predict(model: Teacher, inputs: TeacherInputs, idx: np.ndarray, batch_size: 
     if not logits:
         return np.zeros((0, len(TARGETS)), np.float32), np.zeros((0, 0), np.float32)
     return np.concatenate(logits), np.concatenate(emb)
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC over the known labels (NaN when one class is missing)."""
-    from sklearn.metrics import roc_auc_score
-
-    ok = np.isfinite(labels)
-    y = labels[ok].astype(int)
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, scores[ok]))
 
 
 @dataclass(frozen=True)

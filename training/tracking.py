@@ -183,16 +183,29 @@ def log_encoder(
     return logged
 
 
-def latest_finished_run(stage: str) -> str | None:
-    """The newest finished run of a stage's experiment, or None."""
+#: Tags of a self-supervised encoder run (not a random-init baseline).
+SSL_TAGS: Mapping[str, str] = {"cardiolake.init": "ssl"}
+
+
+def latest_finished_run(stage: str, tags: Mapping[str, str] | None = None) -> str | None:
+    """The newest finished run of a stage's experiment carrying ``tags``, or None.
+
+    Args:
+        stage: the experiment's stage.
+        tags: tags the run must carry (default :data:`SSL_TAGS`: an encoder stage's trained
+            run, not its random-init baseline); ``{}`` takes any finished run.
+    """
     import mlflow
 
     found = mlflow.get_experiment_by_name(EXPERIMENTS[stage])
     if found is None:
         return None
+    wanted = SSL_TAGS if tags is None else tags
+    filters = ["attributes.status = 'FINISHED'"]
+    filters += [f"tags.`{k}` = '{v}'" for k, v in wanted.items()]
     runs = mlflow.search_runs(
         [found.experiment_id],
-        filter_string="attributes.status = 'FINISHED' and tags.`cardiolake.init` = 'ssl'",
+        filter_string=" and ".join(filters),
         order_by=["attributes.start_time DESC"],
         max_results=1,
         output_format="list",

@@ -6,6 +6,7 @@ import typer
 
 from cardiolake.cli.cohort import app as cohort_app
 from cardiolake.cli.ecg import app as ecg_app
+from cardiolake.cli.evaluate import evaluate
 from cardiolake.cli.features import app as features_app
 from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
@@ -27,6 +28,7 @@ app.command(name="ingest")(ingest)
 app.command(name="validate")(validate)
 app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
+app.command(name="evaluate")(evaluate)
 app.add_typer(mlflow_app, name="mlflow")
 
 

@@ -37,6 +37,11 @@ _NEEDS = {
         "cardiolake features apply --lake LAKE && cardiolake features training-set --lake LAKE",
     ),
     "student": (tables.TEACHER_TARGETS, "cardiolake train teacher --lake LAKE"),
+    "embed": (tables.EXAMPLES_PRETRAIN, "cardiolake ingest --landing DIR --lake LAKE"),
+    "evaluate": (
+        tables.TEACHER_TRAINING_SET,
+        "cardiolake features apply --lake LAKE && cardiolake features training-set --lake LAKE",
+    ),
 }
 
 
@@ -66,8 +71,13 @@ def launch(
     processes: int | None,
     python: Path | None,
     summary_out: Path | None = None,
+    tracking: str | None = None,
 ) -> dict[str, object]:
     """Run ``python -m training STAGE`` in the training environment; returns its summary.
+
+    ``tracking`` (a tracking URI) points the stage at another MLflow store than the lake's own
+    (or ``MLFLOW_TRACKING_URI``): an external cohort is evaluated with the models of the lake
+    they were trained in.
 
     Raises:
         typer.Exit: with the subprocess's exit code when it fails.
@@ -89,11 +99,12 @@ def launch(
     if processes is not None:
         cmd += ["--processes", str(processes)]
     console.print(f"[bold]{stage}[/]: {' '.join(cmd[1:4])} (training environment {exe})")
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    env = {**os.environ, TRACKING_ENV: tracking} if tracking else None
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env)
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     summary: dict[str, object] = json.loads(out.read_text())
-    override = os.environ.get(TRACKING_ENV)
+    override = tracking or os.environ.get(TRACKING_ENV)
     console.print(
         f"[green]{stage} done[/]: run {summary.get('run_id')} in experiment "
         f"{EXPERIMENTS[stage]} at {tracking_uri(root, override)}"
