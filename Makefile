@@ -30,7 +30,8 @@ install: $(STAMP) $(TRAIN_STAMP)
 train-env: $(TRAIN_STAMP)
 
 ## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included),
-## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings
+## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings,
+## train the teacher and the students, and print their evaluation
 demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
@@ -41,7 +42,14 @@ demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake lake tables --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake features apply --lake $(DEMO)/lake
 	$(VENV)/bin/cardiolake features materialize --lake $(DEMO)/lake
-	@echo "MLflow runs (experiments cardiolake-pretrain, cardiolake-align): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
+	$(VENV)/bin/cardiolake features training-set --lake $(DEMO)/lake
+	$(VENV)/bin/cardiolake features training-set --lake $(DEMO)/lake --entities ecg
+	$(VENV)/bin/cardiolake train teacher --lake $(DEMO)/lake --config training/configs/demo.yaml
+	$(VENV)/bin/cardiolake train student --lake $(DEMO)/lake --config training/configs/demo.yaml
+	$(VENV)/bin/cardiolake train student --lake $(DEMO)/lake --config training/configs/demo.yaml --set distill=false
+	@echo "demo evaluation: every labelled demo patient (in-sample; see README for an external cohort)"
+	$(VENV)/bin/cardiolake evaluate --lake $(DEMO)/lake --split all --out $(DEMO)/evaluation
+	@echo "MLflow runs (experiments cardiolake-pretrain, -align, -teacher, -student, -evaluate): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
 	@echo "open them with: $(VENV)/bin/cardiolake mlflow ui --lake $(DEMO)/lake"
 
 ## test: the whole suite (real Spark, Delta, DICOM tools, both environments); benchmarks are opt-in

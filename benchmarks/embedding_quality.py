@@ -31,8 +31,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cardiolake import lake, tables
-from cardiolake.cohort.describe import ECG12_FEATURES
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV, patient_key
+from cardiolake.cohort.describe import ECG12_FEATURES, patient_truth
+from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV
 from cardiolake.tracking import EXPERIMENTS, tracking_uri
 from training.metrics import bootstrap_auc, paired_difference
 
@@ -76,14 +76,7 @@ def stage_versions(emb: pd.DataFrame) -> dict[str, str]:
 
 
 def latent_features(landing: Path, secret: str) -> pd.DataFrame:
-    truth = pd.read_parquet(landing / "truth" / "patients.parquet")
-    truth = truth.assign(
-        lbbb=(truth["conduction"] == "LBBB").astype(int),
-        rbbb=(truth["conduction"] == "RBBB").astype(int),
-        af=truth["af"].astype(int),
-        patient_key=[patient_key(str(m), secret) for m in truth["mrn"]],
-    )
-    return truth[["patient_key", *ECG12_FEATURES]]
+    return patient_truth(landing, secret)[["patient_key", *ECG12_FEATURES]]
 
 
 def retrieval_metrics(lake_root: Path) -> dict:

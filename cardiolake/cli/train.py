@@ -105,6 +105,9 @@ def launch(
         raise typer.Exit(result.returncode)
     summary: dict[str, object] = json.loads(out.read_text())
     override = tracking or os.environ.get(TRACKING_ENV)
+    if stage not in EXPERIMENTS:  # a step that writes tables but logs no run (embed)
+        console.print(f"[green]{stage} done[/]")
+        return summary
     console.print(
         f"[green]{stage} done[/]: run {summary.get('run_id')} in experiment "
         f"{EXPERIMENTS[stage]} at {tracking_uri(root, override)}"

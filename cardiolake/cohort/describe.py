@@ -74,12 +74,37 @@ def _kappas(labels: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def latent_signs(truth: pd.DataFrame) -> pd.DataFrame:
+    """The truth table with every sign of :data:`ECG12_FEATURES` and :data:`LEAD1_FEATURES`
+    as a number (conduction as LBBB/RBBB flags, lead I's projection of the R amplitude)."""
+    return truth.assign(
+        lbbb=(truth["conduction"] == "LBBB").astype(int),
+        rbbb=(truth["conduction"] == "RBBB").astype(int),
+        af=truth["af"].astype(int),
+        lead1_r_mv=truth["r_amp_mv"] * np.cos(np.radians(truth["axis_deg"])),
+    )
+
+
+def patient_truth(cohort_dir: Path, secret: str) -> pd.DataFrame:
+    """A cohort's latent truth keyed by the lake's pseudonym (``patient_key``), for measuring
+    models against what each input could know. Never leaves a benchmark: it holds MRNs."""
+    from cardiolake.pseudonym import patient_key
+
+    truth = latent_signs(pd.read_parquet(cohort_dir / "truth" / "patients.parquet"))
+    return truth.assign(patient_key=[patient_key(str(m), secret) for m in truth["mrn"]])
+
+
+def ceiling_model(truth: pd.DataFrame, features: tuple[str, ...]) -> HistGradientBoostingClassifier:
+    """Boosted trees from latent signs to the latent urgent state (a ceiling's read-out)."""
+    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
+    return model.fit(truth[list(features)], truth["urgent"])
+
+
 def _ceiling_auc(truth: pd.DataFrame, features: tuple[str, ...]) -> float:
     train, test = truth[truth["split"] == "train"], truth[truth["split"] == "test"]
     if train["urgent"].nunique() < 2 or test["urgent"].nunique() < 2:
         return float("nan")
-    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
-    model.fit(train[list(features)], train["urgent"])
+    model = ceiling_model(train, features)
     return float(roc_auc_score(test["urgent"], model.predict_proba(test[list(features)])[:, 1]))
 
 
@@ -132,13 +157,7 @@ def describe_cohort(cohort_dir: Path) -> CohortSummary:
             p[f] = float(resolved[f].mean())
     summary.kappa = _kappas(labels)
 
-    truth = truth.assign(
-        split=truth["mrn"].map(split_of),
-        lbbb=(truth["conduction"] == "LBBB").astype(int),
-        rbbb=(truth["conduction"] == "RBBB").astype(int),
-        af=truth["af"].astype(int),
-        lead1_r_mv=truth["r_amp_mv"] * np.cos(np.radians(truth["axis_deg"])),
-    )
+    truth = latent_signs(truth).assign(split=truth["mrn"].map(split_of))
     test = truth[truth["split"] == "test"]
     a = summary.auc
     if test["urgent"].nunique() == 2:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -30,8 +31,8 @@ FAST = ["--set", "run.epochs=1", "--set", "run.batch_size=8", "--set", "data.rea
 
 
 @pytest.fixture(scope="module")
-def trained(spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny cohort ingested with its gates, then both stages trained for one epoch."""
+def trained(spark, learning_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small cohort ingested with its gates, then both encoder stages trained for one epoch."""
     if not TRAIN_PYTHON.exists():
         pytest.fail(f"training environment missing at {TRAIN_PYTHON}: run `make train-env`")
     from expectations.promotion import ingest_with_gates
@@ -40,7 +41,7 @@ def trained(spark, tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     work = tmp_path_factory.mktemp("train")
     landing = work / "landing"
-    shutil.copytree(tiny_cohort, landing / "site_a")
+    shutil.copytree(learning_cohort, landing / "site_a")
     root = work / "lake"
     ingest_with_gates(spark, IngestSettings(landing=landing, lake_root=root, task_slices=2),
                       gate_settings=GateSettings(), data_docs=False)  # fmt: skip
@@ -145,12 +146,12 @@ def test_train_explains_a_missing_environment_or_lake(tmp_path: Path) -> None:
     assert "gold.examples_pretrain" in result.output and "cardiolake ingest" in result.output
 
 
-def test_embedding_quality_benchmark_runs_on_a_small_lake(trained: dict, tiny_cohort: Path,
+def test_embedding_quality_benchmark_runs_on_a_small_lake(trained: dict, learning_cohort: Path,
                                                           tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "quality.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/embedding_quality.py", "--lake", str(trained["lake"]),
-         "--landing", str(tiny_cohort), "--out", str(out)],
+         "--landing", str(learning_cohort), "--out", str(out)],
         cwd=_REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -186,11 +187,19 @@ def test_training_set_is_a_point_in_time_delta_table(trained: dict) -> None:
     assert history[0]["operation"]
 
 
-def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict) -> None:
+#: Stage 3 on the small cohort: enough epochs to learn, small enough for the suite.
+TEACHER = ["--set", "run.epochs=20", "--set", "run.batch_size=16"]
+STUDENT = ["--set", "run.epochs=10", "--set", "run.batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def stage3(trained: dict) -> dict:
+    """Feast training sets, then the teacher, the distilled and the labels-only student."""
     root = trained["lake"]
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "student", "--lake", str(root), *FAST])
-    assert result.exit_code == 2 and "cardiolake train teacher" in " ".join(result.output.split())
+    out: dict = {"lake": root}
+    early = runner.invoke(app, ["train", "student", "--lake", str(root), *FAST])
+    out["student_before_teacher"] = (early.exit_code, " ".join(early.output.split()))
     for args in (
         ["features", "apply", "--lake", str(root)],
         ["features", "training-set", "--lake", str(root)],
@@ -200,21 +209,56 @@ def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict) -
         assert result.exit_code == 0, result.output
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        summaries = {}
-        for stage in ("teacher", "student"):
-            result = runner.invoke(app, ["train", stage, "--lake", str(root), *FAST])
+        for name, stage, extra in (
+            ("teacher", "teacher", TEACHER),
+            ("student", "student", STUDENT),
+            ("labels_only", "student", [*STUDENT, "--set", "distill=false"]),
+        ):
+            result = runner.invoke(app, ["train", stage, "--lake", str(root), *extra])
             assert result.exit_code == 0, result.output
-            summaries[stage] = json.loads((root / "_mlflow" / f"last_{stage}.json").read_text())
+            out[name] = json.loads((root / "_mlflow" / f"last_{stage}.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def external_lake(spark, external_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another cohort ingested into a lake of its own (an external test set)."""
+    from expectations.promotion import ingest_with_gates
+    from expectations.settings import GateSettings
+    from pipelines.settings import IngestSettings
+
+    work = tmp_path_factory.mktemp("external")
+    shutil.copytree(external_cohort, work / "landing" / "site_b")
+    root = work / "lake"
+    ingest_with_gates(spark, IngestSettings(landing=work / "landing", lake_root=root,
+                                            task_slices=2),
+                      gate_settings=GateSettings(), data_docs=False)  # fmt: skip
+    return root
+
+
+def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict, stage3: dict
+                                                                ) -> None:  # fmt: skip
+    root = trained["lake"]
+    code, output = stage3["student_before_teacher"]
+    assert code == 2 and "cardiolake train teacher" in output
+    summaries = {"teacher": stage3["teacher"], "student": stage3["student"]}
     client = _client(root)
     teacher = client.get_run(summaries["teacher"]["run_id"])
     assert teacher.data.tags["cardiolake.parent_run"] == trained["align"]["run_id"]
     assert teacher.data.tags["feast.feature_service"] == "teacher_training"
     assert "delta.features.teacher_training_set" in teacher.data.tags
     assert 0.0 <= summaries["teacher"]["calibration"]["threshold"] <= 1.0
+    # the operating point keeps >= 90 % of urgent validation exams flagged
+    assert teacher.data.metrics["validation_sensitivity"] >= 0.90
     targets = lake.read_pandas(tables.TEACHER_TARGETS, lake_root=root)
     labeled = lake.read_pandas(tables.EXAMPLES_LABELED, lake_root=root, columns=["exam_key"])
     assert (targets["source"] == "labels").sum() == len(labeled)
-    assert (targets["source"] == "ecg").sum() > 0
+    # every 12-lead ECG (the unlabelled pool's too) has the teacher's soft targets
+    examples = lake.read_pandas(tables.EXAMPLES_PRETRAIN, lake_root=root,
+                                columns=["modality", "device_kind"])  # fmt: skip
+    twelve = int(((examples["modality"] == "ecg")
+                  & (examples["device_kind"] == "resting_12lead")).sum())  # fmt: skip
+    assert (targets["source"] == "ecg").sum() == twelve
     assert targets["logits"].map(len).unique().tolist() == [6]
     student = client.get_run(summaries["student"]["run_id"])
     assert student.data.tags["cardiolake.teacher"] == summaries["teacher"]["teacher"].removeprefix(
@@ -223,5 +267,83 @@ def test_teacher_and_student_train_from_feast_sets_with_lineage(trained: dict) -
     assert "delta.features.teacher_targets" in student.data.tags
     thresholds = summaries["student"]["calibration"]["thresholds_by_lead_count"]
     assert set(thresholds) == {"1", "2", "3", "6"}
+    assert summaries["student"]["weight_kb"] < 300  # the device budget
     name, version = summaries["student"]["student"].removeprefix("models:/").split("/")
     assert client.get_model_version(name, version).run_id == student.info.run_id
+    assert stage3["labels_only"]["kind"] == "labels_only"
+
+
+def _auc(metrics: dict, model: str, input_name: str) -> float:
+    rows = [r for r in metrics["results"] if r["model"] == model and r["input"] == input_name
+            and not r["variant"].startswith("labels_only/")]  # fmt: skip
+    assert len(rows) == 1, (model, input_name)
+    return rows[0]["auc"]
+
+
+def test_evaluate_scores_an_external_cohort_with_the_trained_models(
+    stage3: dict, external_lake: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--lake", str(external_lake), "--split", "all",
+                                      "--models-lake", str(stage3["lake"]),
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    metrics = json.loads((out / "metrics.json").read_text())
+    labeled = lake.read_pandas(tables.EXAMPLES_LABELED, lake_root=external_lake,
+                               columns=["patient_key"])  # fmt: skip
+    # one row per patient x model x input, every labelled patient of the external cohort
+    assert not predictions.duplicated(["patient_key", "model", "variant", "input"]).any()
+    teacher = predictions[predictions["model"] == "teacher"]
+    assert set(teacher["patient_key"]) == set(labeled["patient_key"])
+    assert set(predictions["model"]) == {"teacher", "student", "student_labels_only"}
+    inputs = set(predictions.loc[predictions["model"] == "student", "input"])
+    assert inputs == {"limb:I", "limb:I,II", "limb:I,II,III", "limb:I,II,III,aVR,aVL,aVF",
+                      "mobile"}  # fmt: skip
+    assert predictions["score"].between(0, 1).all()
+    mobile = predictions[predictions["input"] == "mobile"]
+    assert set(mobile["n_leads"]) <= {1, 6} and len(mobile)
+    # learning, not chance: the teacher sees echo and labs the student cannot
+    teacher_auc = _auc(metrics, "teacher", "12lead")
+    six = "limb:I,II,III,aVR,aVL,aVF"
+    assert teacher_auc >= 0.75
+    assert _auc(metrics, "student", six) >= 0.6
+    assert teacher_auc > _auc(metrics, "student_labels_only", six)
+    assert {"distillation_lift_6lead", "mobile_minus_derived"} <= set(metrics["comparisons"])
+    for row in metrics["results"]:
+        assert set(row["finding_auc"]) >= {"hyperkalaemia", "reduced_lvef"}
+    for png in ("roc.png", "calibration.png"):
+        assert (out / png).stat().st_size > 10_000
+    # the external lake serves the embeddings of the teacher's own encoders
+    echo = lake.read_pandas(tables.ECHO_EMBEDDING, lake_root=external_lake)
+    assert echo["run_id"].unique().tolist() == [stage3["teacher"]["parent_run_id"]]
+    client = _client(stage3["lake"])
+    run = client.get_run(metrics["run_id"])
+    assert run.data.tags["cardiolake.model.teacher"] == stage3["teacher"]["teacher"].removeprefix(
+        "models:/"
+    )
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc.png", "plots/calibration.png"} <= artifacts
+
+
+def test_model_quality_benchmark_runs_on_small_lakes(
+    stage3: dict, external_lake: Path, learning_cohort: Path, external_cohort: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    out = tmp_path / "quality.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/model_quality.py", "--train-lake", str(stage3["lake"]),
+         "--train-landing", str(learning_cohort), "--eval-lake", str(external_lake),
+         "--eval-landing", str(external_cohort), "--train-missing", "--curve-fractions", "1.0",
+         "--set", "run.epochs=1", "--out", str(out)],
+        cwd=_REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {g["goal"] for g in result["goals"]} >= {
+        "teacher >= oracle - 0.02",
+        "distillation lift (6-lead) >= +0.02",
+    }
+    assert 0.5 < result["ceilings"]["oracle"]["auc"] <= 1.0
+    curve = {(c["init"], c["label_fraction"]) for c in result["evaluation"]["label_efficiency"]}
+    assert {("align", 1.0), ("random", 1.0)} <= curve
