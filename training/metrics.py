@@ -7,6 +7,8 @@ rows is resampling patients.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
@@ -21,18 +23,21 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y[ok].astype(int), s[ok]))
 
 
+def _resamples(y: np.ndarray, n: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``n`` patient resamples, skipping those with a single class."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            yield idx
+
+
 def bootstrap_auc(
     y: np.ndarray, p: np.ndarray, *, n: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """95 % percentile interval of the AUC over patient resamples (NaN when undefined)."""
-    y = np.asarray(y)
-    p = np.asarray(p)
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            aucs.append(roc_auc_score(y[idx], p[idx]))
+    y, p = np.asarray(y), np.asarray(p)
+    aucs = [roc_auc_score(y[idx], p[idx]) for idx in _resamples(y, n, seed)]
     if not aucs:
         return float("nan"), float("nan")
     lo, hi = np.percentile(aucs, [2.5, 97.5])
@@ -51,12 +56,8 @@ def paired_difference(
         ``delta``, ``ci95`` ([lo, hi]) and ``share_positive`` (resamples where b beats a).
     """
     y = np.asarray(y)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            diffs.append(roc_auc_score(y[idx], p_b[idx]) - roc_auc_score(y[idx], p_a[idx]))
+    diffs = [roc_auc_score(y[idx], p_b[idx]) - roc_auc_score(y[idx], p_a[idx])
+             for idx in _resamples(y, n, seed)]  # fmt: skip
     if not diffs:
         return {"delta": float("nan"), "ci95": [float("nan")] * 2, "share_positive": float("nan")}
     lo, hi = np.percentile(diffs, [2.5, 97.5])

@@ -29,6 +29,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, ax: Any, path: Path, legend: str) -> Path:
+    plt = _pyplot()
+    ax.legend(fontsize=7, loc=legend)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _shown(predictions: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     main = predictions[~predictions["variant"].str.startswith("labels_only/")]
     out = []
@@ -51,12 +61,7 @@ def roc_plot(predictions: pd.DataFrame, path: Path) -> Path:
         ax.plot(fpr, tpr, label=f"{label}: AUC {roc_auc_score(y, p):.3f}")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="urgent triage: ROC")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "lower right")
 
 
 def calibration_plot(predictions: pd.DataFrame, path: Path, bins: int = 10) -> Path:
@@ -76,12 +81,7 @@ def calibration_plot(predictions: pd.DataFrame, path: Path, bins: int = 10) -> P
         ylabel="observed urgent rate",
         title="calibration",
     )
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "upper left")
 
 
 def label_efficiency_plot(curve: list[dict[str, Any]], path: Path) -> Path:
@@ -101,9 +101,4 @@ def label_efficiency_plot(curve: list[dict[str, Any]], path: Path) -> Path:
             label=f"{name}, {leads} lead(s)",
         )
     ax.set(xlabel="labels used (%)", ylabel="AUC, urgent", title="label efficiency")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "best")

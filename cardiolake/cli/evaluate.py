@@ -65,6 +65,7 @@ def evaluate(
     )
     metrics = json.loads((target / "metrics.json").read_text())
     console.print(results_table(metrics))
+    console.print(findings_table(metrics))
     for line in comparison_lines(metrics):
         console.print(line)
     console.print(
@@ -136,6 +137,22 @@ def results_table(metrics: dict[str, Any]) -> Table:
             f"{_fmt(lo, 2)}-{_fmt(hi, 2)}", _fmt(r["ece"], 2), _fmt(r["sensitivity"], 2),
             _fmt(r["specificity"], 2), _fmt(r["ppv"], 2), str(r["n"]),
         )  # fmt: skip
+    return table
+
+
+def findings_table(metrics: dict[str, Any]) -> Table:
+    """Per-finding AUC of the teacher and the distilled student (6 limb leads, mobile)."""
+    shown = [r for r in metrics["results"]
+             if (r["model"], r["input"]) in {("teacher", "12lead"), ("student", "mobile"),
+                                             ("student", "limb:I,II,III,aVR,aVL,aVF")}
+             and not r["variant"].startswith("labels_only/")]  # fmt: skip
+    table = Table(title="findings (AUC)")
+    table.add_column("finding")
+    for r in shown:
+        table.add_column(f"{_model_name(r['model'], r['variant'])} {_input_name(r['input'])}",
+                         justify="right")  # fmt: skip
+    for finding in shown[0]["finding_auc"] if shown else []:
+        table.add_row(finding, *(_fmt(r["finding_auc"][finding]) for r in shown))
     return table
 
 
