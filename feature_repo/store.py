@@ -275,8 +275,8 @@ def _refs_by_view(store: FeatureStore, features: str | list[str]) -> dict[str, l
     """``view:feature`` references of a feature service (or a list of them), by view."""
     if isinstance(features, str):
         service = store.get_feature_service(features)
-        refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections
-                for f in p.features]  # fmt: skip
+        refs = [f"{p.name_to_use()}:{f.name}"  # type: ignore[no-untyped-call]
+                for p in service.feature_view_projections for f in p.features]  # fmt: skip
     else:
         refs = list(features)
     grouped: dict[str, list[str]] = {}
