@@ -30,6 +30,9 @@ def ingest(
         None, "--config", help="YAML file with 'ingest:' and 'gates:' sections."
     ),
     master: str = typer.Option("local[2]", "--master", help="Spark master."),
+    driver_memory: str = typer.Option(
+        "4g", "--driver-memory", help="Spark driver heap (local mode runs every task in it)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List what would be ingested; write nothing."
     ),
@@ -76,7 +79,7 @@ def ingest(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task("starting Spark", total=None)
-        spark = get_spark(SparkSettings(master=master))
+        spark = get_spark(SparkSettings(master=master, driver_memory=driver_memory))
 
         def step(text: str) -> None:
             bar.update(task, description=text)

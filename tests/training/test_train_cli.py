@@ -43,7 +43,7 @@ def trained(spark, learning_cohort: Path, tmp_path_factory: pytest.TempPathFacto
     landing = work / "landing"
     shutil.copytree(learning_cohort, landing / "site_a")
     root = work / "lake"
-    ingest_with_gates(spark, IngestSettings(landing=landing, lake_root=root, task_slices=2),
+    ingest_with_gates(spark, IngestSettings(landing=landing, lake_root=root, task_slices=8),
                       gate_settings=GateSettings(), data_docs=False)  # fmt: skip
     runner = CliRunner()
     out = {"lake": root}
@@ -230,8 +230,7 @@ def external_lake(spark, external_cohort: Path, tmp_path_factory: pytest.TempPat
     work = tmp_path_factory.mktemp("external")
     shutil.copytree(external_cohort, work / "landing" / "site_b")
     root = work / "lake"
-    ingest_with_gates(spark, IngestSettings(landing=work / "landing", lake_root=root,
-                                            task_slices=2),
+    ingest_with_gates(spark, IngestSettings(landing=work / "landing", lake_root=root),
                       gate_settings=GateSettings(), data_docs=False)  # fmt: skip
     return root
 
