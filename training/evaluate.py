@@ -37,7 +37,7 @@ from training.lake import TrainingDataError, pin, read_columns
 from training.metrics import auc, bootstrap_auc, paired_difference
 from training.runner import Context
 from training.settings import DataSettings, EvaluateSettings
-from training.student import MOBILE_SECONDS, Student, lead_mask_of
+from training.student import MOBILE_SECONDS, Student, lead_mask_of, recorded_samples
 from training.tabular import TabularSpec
 from training.teacher import TeacherInputs
 from training.teacher import predict as teacher_logits
@@ -202,10 +202,7 @@ def load_cohort(lake_root: Path, split: str, teacher: Loaded, student: Loaded) -
     mob, mob_present, found = ecg_by_record(
         examples, lake_root, fs, mobile_keys, key="record_key", seconds=MOBILE_SECONDS
     )
-    length = np.array(
-        [int(np.max(np.flatnonzero(np.any(m != 0, axis=0)), initial=-1)) + 1 for m in mob],
-        dtype=np.int64,
-    )
+    length = recorded_samples(mob)
     rows.pinned = {**rows.pinned, "examples_labeled": labeled, "examples_pretrain": examples}
     return Cohort(
         rows,

@@ -105,6 +105,15 @@ class Student(nn.Module):
         return count_parameters(self) * 4 / 1024
 
 
+def recorded_samples(strips: np.ndarray) -> np.ndarray:
+    """(N,) samples each zero-padded (N, C, T) strip really holds (to its last non-zero)."""
+    any_lead = np.any(strips != 0, axis=1)
+    last = np.where(
+        any_lead.any(axis=1), strips.shape[-1] - np.argmax(any_lead[:, ::-1], axis=1), 0
+    )
+    return last.astype(np.int64)
+
+
 def lead_mask_of(leads: tuple[str, ...]) -> np.ndarray:
     """The (6,) limb-lead mask of a lead set."""
     return np.array([1.0 if lead in leads else 0.0 for lead in LIMB_LEADS], dtype=np.float32)
@@ -189,8 +198,7 @@ def load_student_data(lake_root: Path, settings: StudentSettings) -> tuple[Stude
                                          key="record_key", seconds=MOBILE_SECONDS)  # fmt: skip
     n12 = int(round(settings.seconds * fs))
     length12 = np.full(len(rec_keys), n12)
-    length_m = np.array([int(np.max(np.flatnonzero(np.any(m != 0, axis=0)), initial=-1)) + 1
-                         for m in mob], dtype=np.int64)  # fmt: skip
+    length_m = recorded_samples(mob)
     keep12, keepm = np.flatnonzero(found12), np.flatnonzero(found_m)
     lab_patients = labels_rows.loc[labels_rows["split"] == "train", "patient_key"].to_numpy()
     withheld = withheld_patients(lab_patients, settings.label_fraction, settings.run.seed)
