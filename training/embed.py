@@ -82,13 +82,20 @@ class EchoEmbedder(nn.Module):
 
 @torch.no_grad()
 def ecg_embeddings(
-    encoder: EcgEncoder, pinned: PinnedTable, fs: int, *, batch_rows: int = 64
-) -> Iterator[pd.DataFrame]:
-    """Embeddings of every ECG example of a pinned table (whole recordings, any length)."""
+    encoder: EcgEncoder, pinned: PinnedTable, fs: int, *, batch_rows: int = 64,
+    skip: frozenset[str] = frozenset(),
+) -> Iterator[pd.DataFrame]:  # fmt: skip
+    """Embeddings of every ECG example of a pinned table (whole recordings, any length).
+
+    Records in ``skip`` (already embedded by this encoder version) are not computed again.
+    """
     encoder.eval()
     columns = ["record_key", "patient_key", "fs", "n_samples", *LEAD_COLUMNS]
     filt = ds.field("modality") == "ecg" if pinned.table == tables.EXAMPLES_PRETRAIN else None
     for frame in iter_rows(pinned, columns, batch_rows=batch_rows, filter=filt):
+        frame = frame[~frame["record_key"].isin(skip)]
+        if frame.empty:
+            continue
         mats = ecg_matrices(frame, fs)
         out = np.zeros((len(frame), encoder.cfg.embedding_dim), dtype=np.float32)
         lengths = np.array([m[0].shape[-1] for m in mats])
@@ -119,13 +126,20 @@ def echo_clips(row: Any, data: DataSettings) -> np.ndarray:
 
 @torch.no_grad()
 def echo_embeddings(
-    encoder: EchoEncoder, pinned: PinnedTable, data: DataSettings, *, batch_rows: int = 16
-) -> Iterator[pd.DataFrame]:
-    """Embeddings of every echo example of ``gold.examples_pretrain`` (mean over clips)."""
+    encoder: EchoEncoder, pinned: PinnedTable, data: DataSettings, *, batch_rows: int = 16,
+    skip: frozenset[str] = frozenset(),
+) -> Iterator[pd.DataFrame]:  # fmt: skip
+    """Embeddings of every echo example of ``gold.examples_pretrain`` (mean over clips).
+
+    Records in ``skip`` are neither decoded nor embedded.
+    """
     encoder.eval()
     columns = ["record_key", "patient_key", "frames", "n_frames", "size", "fps"]
     for frame in iter_rows(pinned, columns, batch_rows=batch_rows,
                            filter=ds.field("modality") == "echo"):  # fmt: skip
+        frame = frame[~frame["record_key"].isin(skip)]
+        if frame.empty:
+            continue
         vectors = []
         for row in frame.to_dict("records"):
             clips = torch.from_numpy(echo_clips(row, data))
@@ -150,9 +164,9 @@ def to_rows(
 ) -> pa.Table:
     """Embedding frames -> rows of :data:`EMBEDDING_SCHEMA`."""
     parts = [f for f in frames if len(f)]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        {"record_key": [], "patient_key": [], "embedding": []}
-    )  # fmt: skip
+    if not parts:  # nothing new to embed
+        return EMBEDDING_SCHEMA.empty_table()
+    frame = pd.concat(parts, ignore_index=True)
     now = pd.Timestamp(dt.datetime.now(dt.UTC))
     frame["event_time"] = frame["record_key"].map(times)
     frame = frame.dropna(subset=["event_time", "patient_key"])
@@ -233,6 +247,15 @@ def log_and_embed(
     return out
 
 
+def embedded(table: Table, lake_root: Path, model: LoggedModel) -> frozenset[str]:
+    """Record keys a table already holds for one encoder version (a re-run skips them)."""
+    pinned = latest(table, lake_root)
+    if pinned is None:
+        return frozenset()
+    frame = read_columns(pinned, ["record_key", "model_version"]).to_pandas()
+    return frozenset(frame.loc[frame["model_version"] == model.label, "record_key"])
+
+
 def write_embedding_tables(
     *, stage: str, lake_root: Path, ecg: tuple[EcgEncoder, LoggedModel],
     echo: tuple[EchoEncoder, LoggedModel], data: DataSettings, pinned: PinnedTable,
@@ -245,12 +268,15 @@ def write_embedding_tables(
     (ecg_encoder, ecg_model), (echo_encoder, echo_model) = ecg, echo
     written: dict[str, Any] = {}
     ecg_source = ecg_at_rate(pinned, lake_root, data.ecg_fs)
-    ecg_rows = to_rows(ecg_embeddings(ecg_encoder, ecg_source, data.ecg_fs), ecg_model, stage,
-                       event_times(lake_root, tables.ECG))  # fmt: skip
+    ecg_rows = to_rows(ecg_embeddings(ecg_encoder, ecg_source, data.ecg_fs,
+                                      skip=embedded(tables.ECG_EMBEDDING, lake_root, ecg_model)),
+                       ecg_model, stage, event_times(lake_root, tables.ECG))  # fmt: skip
     written[str(tables.ECG_EMBEDDING)] = write_embeddings(ecg_rows, tables.ECG_EMBEDDING, lake_root)
     if latest(tables.ECHO, lake_root) is not None:
-        echo_rows = to_rows(echo_embeddings(echo_encoder, pinned, data), echo_model, stage,
-                            event_times(lake_root, tables.ECHO))  # fmt: skip
+        echo_rows = to_rows(echo_embeddings(echo_encoder, pinned, data,
+                                            skip=embedded(tables.ECHO_EMBEDDING, lake_root,
+                                                          echo_model)),
+                            echo_model, stage, event_times(lake_root, tables.ECHO))  # fmt: skip
         written[str(tables.ECHO_EMBEDDING)] = write_embeddings(
             echo_rows, tables.ECHO_EMBEDDING, lake_root
         )
