@@ -33,7 +33,7 @@ train-env: $(TRAIN_STAMP)
 ## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings,
 ## train the teacher and the students, and print their evaluation
 demo: $(STAMP) $(TRAIN_STAMP)
-	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
+	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --labeled-fraction 0.5 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort plot $(DEMO)/landing --patient 1 --out $(DEMO)/patient_1.png
 	$(VENV)/bin/cardiolake ingest --landing $(DEMO)/landing --lake $(DEMO)/lake
