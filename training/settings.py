@@ -250,6 +250,8 @@ class StudentSettings:
             label-efficiency curve); the rest join the unlabelled pool.
         use_mobile: also train on the patients' own mobile recordings (device noise, 30 s).
         finding_weight: weight of the findings' heads against the triage head.
+        encoder_lr_scale: a pretrained encoder's learning rate relative to the new heads' (a
+            random-init encoder always trains at the full rate).
         sensitivity: the operating point's sensitivity target for urgent (on validation).
         max_weight_kb: the device budget; a bigger student is flagged in its run.
         teacher_run_id: the teacher run whose targets to learn (None: the latest).
@@ -270,6 +272,7 @@ class StudentSettings:
     label_fraction: float = 1.0
     use_mobile: bool = True
     finding_weight: float = 0.5
+    encoder_lr_scale: float = 1.0
     gain_jitter: float = 0.1
     sensitivity: float = 0.90
     max_weight_kb: float = 300.0

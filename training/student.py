@@ -346,7 +346,8 @@ def fit_student(model: Student, data: StudentData, settings: StudentSettings,
     encoder = list(model.encoder.parameters())
     mine = {id(p) for p in encoder}
     optimizer = torch.optim.AdamW(
-        [{"params": encoder, "lr_scale": 1.0},
+        [{"params": encoder,
+          "lr_scale": 1.0 if settings.init == "random" else settings.encoder_lr_scale},
          {"params": [p for p in model.parameters() if id(p) not in mine], "lr_scale": 1.0}],
         lr=run.lr, weight_decay=run.weight_decay,
     )  # fmt: skip
