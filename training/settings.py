@@ -328,21 +328,26 @@ class EmbedSettings:
     encoder_run_id: str | None = None
 
 
-def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(values) - set(known)
+def _build(base: T, values: dict[str, Any], where: str) -> T:
+    """``base`` with ``values`` replaced; a nested mapping updates that field's own default.
+
+    Starting from the stage's instance (not the nested class) keeps stage-specific nested
+    defaults: overriding ``run.epochs`` of the student keeps the student's learning rate.
+    """
+    known = {f.name for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    unknown = set(values) - known
     if unknown:
         raise ValueError(f"{where}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        default = getattr(cls(), name)
+        default = getattr(base, name)
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+            kwargs[name] = _build(default, value, f"{where}.{name}")
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
 
 
 def load_settings(cls: type[T], config: Path | None, section: str, **overrides: Any) -> T:
@@ -376,7 +381,7 @@ def load_settings(cls: type[T], config: Path | None, section: str, **overrides: 
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    return _build(cls, values, f"{config or 'settings'}:{section}")
+    return _build(cls(), values, f"{config or 'settings'}:{section}")
 
 
 def as_params(settings: object, prefix: str = "") -> dict[str, str]:

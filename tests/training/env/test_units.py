@@ -18,6 +18,8 @@ from training.settings import (
     EcgEncoderSettings,
     EchoEncoderSettings,
     PretrainSettings,
+    StudentSettings,
+    TeacherSettings,
     as_params,
     load_settings,
 )
@@ -162,3 +164,12 @@ def test_bf16_autocast_and_gradient_checkpointing_train_the_same_step() -> None:
             loss.backward()
             grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
             assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_overriding_one_run_field_keeps_the_stage_defaults() -> None:
+    student = load_settings(StudentSettings, None, "student", **{"run.epochs": 3})
+    assert student.run.epochs == 3
+    # the student's own learning rate and weight decay, not RunSettings' class defaults
+    assert (student.run.lr, student.run.weight_decay) == (1e-3, 1e-3)
+    teacher = load_settings(TeacherSettings, None, "teacher", **{"run.seed": 4})
+    assert (teacher.run.seed, teacher.run.epochs, teacher.run.batch_size) == (4, 30, 32)
