@@ -334,6 +334,16 @@ def validation_auc(model: Student, data: StudentData, settings: StudentSettings)
     return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
+def scaled_schedule(settings: StudentSettings) -> tuple[int, int]:
+    """(epochs, patience): with ``equal_steps``, a student that sees a fraction ``f`` of the
+    labels alone runs ``1/f`` times the epochs, so every point of the label-efficiency curve
+    gets the optimiser steps of the full-label student (early stopping still applies)."""
+    scale = 1.0
+    if settings.equal_steps and not settings.distill and 0 < settings.label_fraction < 1:
+        scale = 1.0 / settings.label_fraction
+    return int(round(settings.run.epochs * scale)), int(round(settings.patience * scale))
+
+
 def fit_student(model: Student, data: StudentData, settings: StudentSettings,
                 stage: StageRun | None) -> dict[str, float]:  # fmt: skip
     """Train with early stopping on validation AUC; leaves the best weights loaded."""
@@ -360,11 +370,12 @@ def fit_student(model: Student, data: StudentData, settings: StudentSettings,
         start, history = stage.start_epoch, stage.curves.history
     scores = list(history.get("val_auc", []))
     best_epoch = int(np.nanargmax(scores)) if scores and np.isfinite(scores).any() else -1
+    epochs, patience = scaled_schedule(settings)
     rng = np.random.default_rng(run.seed)
-    for epoch in range(start, run.epochs):
-        if best_epoch >= 0 and epoch - 1 - best_epoch >= settings.patience:
+    for epoch in range(start, epochs):
+        if best_epoch >= 0 and epoch - 1 - best_epoch >= patience:
             break
-        cosine_lr(optimizer, run.lr, epoch / max(1, run.epochs))
+        cosine_lr(optimizer, run.lr, epoch / max(1, epochs))
         rng = np.random.default_rng(run.seed * 1000 + epoch)
         model.train()
         parts: dict[str, list[float]] = {}
