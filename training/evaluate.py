@@ -33,7 +33,7 @@ from cardiolake.domain import EVALUATION_LEAD_SETS, LIMB_LEADS, RESTING_12LEAD
 from cardiolake.tracking import STUDENT_MODEL, TEACHER_MODEL
 from training.calibration import calibrated, expected_calibration_error
 from training.labeled import TARGETS, LabeledSet, ecg_by_record, load_labeled
-from training.lake import TrainingDataError, pin, read_columns
+from training.lake import PinnedTable, TrainingDataError, pin, read_columns
 from training.metrics import auc, bootstrap_auc, paired_difference
 from training.runner import Context
 from training.settings import DataSettings, EvaluateSettings
@@ -188,7 +188,7 @@ def load_cohort(lake_root: Path, split: str, teacher: Loaded, student: Loaded) -
         pinned=data.pinned,
     )
     fs = int(student.card["input_fs"])
-    labeled = pin(tables.EXAMPLES_LABELED, lake_root)
+    labeled = data.pinned[tables.EXAMPLES_LABELED.name]  # the version the rows came from
     limb, present, _ = ecg_by_record(
         labeled,
         lake_root,
@@ -197,13 +197,13 @@ def load_cohort(lake_root: Path, split: str, teacher: Loaded, student: Loaded) -
         key="ecg_record_key",
         seconds=float(student.card["seconds"]),
     )
-    mobile_keys, mobile_row = nearest_mobile(lake_root, rows.frame)
     examples = pin(tables.EXAMPLES_PRETRAIN, lake_root)
+    mobile_keys, mobile_row = nearest_mobile(lake_root, examples, rows.frame)
     mob, mob_present, found = ecg_by_record(
         examples, lake_root, fs, mobile_keys, key="record_key", seconds=MOBILE_SECONDS
     )
     length = recorded_samples(mob)
-    rows.pinned = {**rows.pinned, "examples_labeled": labeled, "examples_pretrain": examples}
+    rows.pinned = {**rows.pinned, tables.EXAMPLES_PRETRAIN.name: examples}
     return Cohort(
         rows,
         limb[:, : len(LIMB_LEADS)],
@@ -215,13 +215,14 @@ def load_cohort(lake_root: Path, split: str, teacher: Loaded, student: Loaded) -
     )
 
 
-def nearest_mobile(lake_root: Path, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Each patient's mobile recording nearest the exam (record keys, row indices)."""
+def nearest_mobile(
+    lake_root: Path, examples: PinnedTable, frame: pd.DataFrame
+) -> tuple[list[str], np.ndarray]:
+    """Each patient's mobile recording (of ``examples``) nearest the exam (keys, row indices)."""
     from training.embed import event_times
 
     meta = read_columns(
-        pin(tables.EXAMPLES_PRETRAIN, lake_root),
-        ["record_key", "patient_key", "modality", "device_kind"],
+        examples, ["record_key", "patient_key", "modality", "device_kind"]
     ).to_pandas()
     meta = meta[(meta["modality"] == "ecg") & (meta["device_kind"] != RESTING_12LEAD)]
     row_of = {p: i for i, p in enumerate(frame["patient_key"])}
