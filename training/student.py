@@ -335,9 +335,12 @@ def validation_auc(model: Student, data: StudentData, settings: StudentSettings)
 
 
 def scaled_schedule(settings: StudentSettings) -> tuple[int, int]:
-    """(epochs, patience): with ``equal_steps``, a student that sees a fraction ``f`` of the
-    labels alone runs ``1/f`` times the epochs, so every point of the label-efficiency curve
-    gets the optimiser steps of the full-label student (early stopping still applies)."""
+    """The student's (epochs, patience), stretched for a label-efficiency student.
+
+    With ``equal_steps``, a student that sees a fraction ``f`` of the labels alone runs ``1/f``
+    times the epochs, so every point of the label-efficiency curve gets the optimiser steps of
+    the full-label student (early stopping still applies).
+    """
     scale = 1.0
     if settings.equal_steps and not settings.distill and 0 < settings.label_fraction < 1:
         scale = 1.0 / settings.label_fraction

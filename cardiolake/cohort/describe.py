@@ -75,8 +75,11 @@ def _kappas(labels: pd.DataFrame) -> dict[str, float]:
 
 
 def latent_signs(truth: pd.DataFrame) -> pd.DataFrame:
-    """The truth table with every sign of :data:`ECG12_FEATURES` and :data:`LEAD1_FEATURES`
-    as a number (conduction as LBBB/RBBB flags, lead I's projection of the R amplitude)."""
+    """The truth table with every ECG-observable latent sign as a number.
+
+    Conduction becomes LBBB/RBBB flags and lead I's projection of the R amplitude is added, so
+    :data:`ECG12_FEATURES` and :data:`LEAD1_FEATURES` are all columns.
+    """
     return truth.assign(
         lbbb=(truth["conduction"] == "LBBB").astype(int),
         rbbb=(truth["conduction"] == "RBBB").astype(int),
@@ -86,8 +89,11 @@ def latent_signs(truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def patient_truth(cohort_dir: Path, secret: str) -> pd.DataFrame:
-    """A cohort's latent truth keyed by the lake's pseudonym (``patient_key``), for measuring
-    models against what each input could know. Never leaves a benchmark: it holds MRNs."""
+    """A cohort's latent truth keyed by the lake's pseudonym (``patient_key``).
+
+    For measuring models against what each input could know. Never leaves a benchmark: it
+    holds MRNs.
+    """
     from cardiolake.pseudonym import patient_key
 
     truth = latent_signs(pd.read_parquet(cohort_dir / "truth" / "patients.parquet"))
