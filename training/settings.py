@@ -211,6 +211,11 @@ class TeacherSettings:
         encoder_run_id: the stage-2 run whose ECG encoder starts the teacher (None: latest).
         training_set_version: Delta version of ``features.teacher_training_set`` (None: latest).
         patience: epochs without a better validation AUC before stopping.
+        members: teachers trained alike from seeds ``run.seed + i`` on the same split; the
+            registered teacher scores with the mean of their logits and ECG embeddings (with a
+            few hundred labelled patients each member's weights, and the epoch early stopping
+            picks on a small validation split, are noisy; the mean cancels part of that
+            noise). 1 trains and registers a single teacher.
     """
 
     run: RunSettings = field(
@@ -227,6 +232,7 @@ class TeacherSettings:
     encoder_run_id: str | None = None
     training_set_version: int | None = None
     patience: int = 8
+    members: int = 5
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ target — the triage decision and every finding — so the teacher's soft targe
 findings relate. Echo and labs are hidden at random during training: a patient without them is
 a normal input, not a dropped row.
 
-After training: a temperature per head fitted on validation (:mod:`training.calibration`), the
+Several teachers that differ only in their seed are averaged (:class:`TeacherEnsemble`). After
+training: a temperature per head fitted on validation (:mod:`training.calibration`), the
 urgent threshold for the target sensitivity on validation, and the teacher registered in MLflow
 with both; its soft targets and ECG embedding become the student's distillation targets.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +81,40 @@ class Teacher(nn.Module):
         return self.heads(self.trunk(x)), z
 
 
+class TeacherEnsemble(nn.Module):
+    """Teachers trained alike from different seeds, scoring as one: the mean of their outputs.
+
+    The forward takes a :class:`Teacher`'s inputs and returns the mean of the members' logits
+    and of their ECG embeddings; ``echo`` (its input width) and ``targets`` are the members',
+    so code that reads a registered teacher reads an ensemble the same way.
+    """
+
+    def __init__(self, members: Sequence[Teacher]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one teacher")
+        self.members = nn.ModuleList(members)
+        self.targets = members[0].targets
+
+    @property
+    def echo(self) -> nn.Sequential:
+        """The first member's echo branch (``echo[0].normalized_shape`` is the input width)."""
+        return cast(Teacher, self.members[0]).echo
+
+    def forward(
+        self, ecg: torch.Tensor, lead_mask: torch.Tensor, echo: torch.Tensor,
+        echo_present: torch.Tensor, tab: torch.Tensor, tab_present: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Mean logits (B, targets) and mean ECG embedding (B, D) of the members."""
+        outs = [m(ecg, lead_mask, echo, echo_present, tab, tab_present) for m in self.members]
+        return (torch.stack([lg for lg, _ in outs]).mean(0),
+                torch.stack([z for _, z in outs]).mean(0))  # fmt: skip
+
+
+#: What a registered teacher is: one teacher, or an ensemble of them.
+TeacherModel = Teacher | TeacherEnsemble
+
+
 @dataclass
 class TeacherInputs:
     """The teacher's input arrays of a labelled set (aligned with its rows)."""
@@ -135,7 +171,7 @@ def augment(batch: dict[str, torch.Tensor], settings: TeacherSettings, gen: torc
 
 
 @torch.no_grad()
-def predict(model: Teacher, inputs: TeacherInputs, idx: np.ndarray, batch_size: int = 128
+def predict(model: TeacherModel, inputs: TeacherInputs, idx: np.ndarray, batch_size: int = 128
             ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Logits (N, targets) and ECG embeddings (N, D) of rows ``idx``."""
     model.eval()
@@ -279,7 +315,12 @@ def fit(
 
 
 def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
-    """Run stage 3a: fine-tune, calibrate and register the teacher.
+    """Run stage 3a: fine-tune ``settings.members`` teachers, calibrate and register them.
+
+    The members differ only in their seed (initial heads, batch order, augmentations); more
+    than one is registered as a :class:`TeacherEnsemble`, one as a plain :class:`Teacher`.
+    Each member's best validation AUC is logged (``member{i}_val_auc``); only member 0's
+    epochs are logged and checkpointed.
 
     Args:
         settings: the stage's settings.
@@ -299,6 +340,8 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
     from training.embed import encoders_of_run
     from training.tracking import connect, latest_finished_run, log_json
 
+    if settings.members < 1:
+        raise ValueError(f"teacher members must be at least 1, not {settings.members}")
     connect(ctx.lake_root, ctx.tracking)
     parent = settings.encoder_run_id or latest_finished_run("align")
     if parent is None:
@@ -312,8 +355,7 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
         raise TrainingDataError(f"{data.pinned['training_set'].tag}: fewer than 2 train rows")
     spec = TabularSpec.fit(data.frame.iloc[train], numeric_columns(data.frame, TARGETS))
     inputs = TeacherInputs.of(data, spec)
-    gen = seed_everything(settings.run.seed)
-    model = Teacher(ecg, echo_dim, spec, settings)
+    start = copy.deepcopy(ecg)  # every member fine-tunes its own copy of the stage-2 encoder
     logger.info("teacher: %d train / %d validation rows, %d tabular inputs, echo for %.0f %%",
                 len(train), len(val), spec.width, 100 * data.echo_present.mean())  # fmt: skip
     stage = StageRun(
@@ -323,7 +365,17 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
     )  # fmt: skip
     summary: dict[str, Any] = {"parent_run_id": parent}
     with stage:
-        best = fit(model, inputs, train, val, settings, gen, stage)
+        members: list[Teacher] = []
+        fits: list[dict[str, float]] = []
+        for i in range(settings.members):
+            # member 0 is checkpointed (a killed run resumes it); the others retrain, seeded
+            gen = seed_everything(settings.run.seed + i)
+            member = Teacher(ecg if i == 0 else copy.deepcopy(start), echo_dim, spec, settings)
+            fits.append(fit(member, inputs, train, val, settings, gen, stage if i == 0 else None))
+            members.append(member)
+            if ctx.main and np.isfinite(fits[-1]["val_auc"]):
+                mlflow.log_metric(f"member{i}_val_auc", fits[-1]["val_auc"])
+        model: TeacherModel = members[0] if len(members) == 1 else TeacherEnsemble(members)
         if ctx.main:
             val_logits, _ = predict(model, inputs, val)
             val_t = data.targets[val]
@@ -338,9 +390,11 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
             mlflow.set_tags({"cardiolake.teacher_targets": str(targets["version"]),
                              **({"cardiolake.distillation_set": targets["distillation_set"]}
                                 if "distillation_set" in targets else {})})  # fmt: skip
-            summary |= {"metrics": {**best, **metrics}, "calibration": cal.as_dict(),
-                        "teacher": logged.uri, "targets": targets}  # fmt: skip
-        stage.finish({"teacher": model})
+            summary |= {"metrics": {**fits[0], **metrics},
+                        "member_val_auc": [f["val_auc"] for f in fits],
+                        "calibration": cal.as_dict(), "teacher": logged.uri,
+                        "targets": targets}  # fmt: skip
+        stage.finish({"teacher": members[0]})
     summary["run_id"] = stage.run_id
     return summary
 
@@ -364,7 +418,7 @@ TARGETS_KEYS = ("ecg_record_key", "source", "model_version")
 
 
 def target_rows(
-    model: Teacher, data: LabeledSet, spec: TabularSpec, source: str, logged: LoggedModel
+    model: TeacherModel, data: LabeledSet, spec: TabularSpec, source: str, logged: LoggedModel
 ) -> pa.Table:  # fmt: skip
     """The teacher's logits and ECG embedding of every row of a set."""
     import datetime as dt
@@ -386,7 +440,7 @@ def target_rows(
 
 
 def write_targets(
-    model: Teacher, labeled: LabeledSet, spec: TabularSpec, logged: LoggedModel,
+    model: TeacherModel, labeled: LabeledSet, spec: TabularSpec, logged: LoggedModel,
     lake_root: Path, data: DataSettings,
 ) -> dict[str, Any]:  # fmt: skip
     """Soft targets of the label rows and, when the distillation set exists, of every ECG."""
@@ -421,7 +475,7 @@ def feast_tags(pinned: PinnedTable) -> dict[str, str]:
     return {}
 
 
-def log_teacher(model: Teacher, card: dict[str, Any], tags: dict[str, str]) -> LoggedModel:
+def log_teacher(model: TeacherModel, card: dict[str, Any], tags: dict[str, str]) -> LoggedModel:
     """Register the teacher (its card — targets, tabular scales, calibration — rides along)."""
     import mlflow
 
