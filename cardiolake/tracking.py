@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "teacher": "cardiolake-teacher",
     "student": "cardiolake-student",
     "evaluate": "cardiolake-evaluate",
+    "export": "cardiolake-export",
 }
 #: Registered models of the encoders (their versions are what embedding rows name).
 ENCODER_MODELS: dict[str, str] = {
@@ -27,9 +28,16 @@ ENCODER_MODELS: dict[str, str] = {
 }
 
 
-#: Registered models of the stage-3 models.
+#: Registered models of the stage-3 models (PyTorch, what training and evaluation load).
 TEACHER_MODEL = "cardiolake-teacher"
-STUDENT_MODEL = "cardiolake-student"
+STUDENT_MODEL = "cardiolake-student-torch"
+#: Lakes trained before the rename registered the PyTorch student under the device name.
+LEGACY_STUDENT_MODEL = "cardiolake-student"
+#: The device model: the exported ONNX student, promoted through aliases.
+DEVICE_MODEL = "cardiolake-student"
+#: Aliases of device-model versions: a new export, and the one devices get.
+CHALLENGER = "challenger"
+CHAMPION = "champion"
 
 
 def mlflow_root(lake_root: Path) -> Path:

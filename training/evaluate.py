@@ -30,7 +30,7 @@ import torch
 
 from cardiolake import tables
 from cardiolake.domain import EVALUATION_LEAD_SETS, LIMB_LEADS, RESTING_12LEAD
-from cardiolake.tracking import STUDENT_MODEL, TEACHER_MODEL
+from cardiolake.tracking import LEGACY_STUDENT_MODEL, STUDENT_MODEL, TEACHER_MODEL
 from training.calibration import calibrated, expected_calibration_error
 from training.labeled import TARGETS, LabeledSet, ecg_by_record, load_labeled
 from training.lake import PinnedTable, TrainingDataError, pin, read_columns
@@ -81,6 +81,9 @@ def load_registered(registered: str, run_id: str) -> Loaded:
 
     client = mlflow.MlflowClient()
     versions = client.search_model_versions(f"name = '{registered}' and run_id = '{run_id}'")
+    if not versions and registered == STUDENT_MODEL:  # a lake trained before the rename
+        registered = LEGACY_STUDENT_MODEL
+        versions = client.search_model_versions(f"name = '{registered}' and run_id = '{run_id}'")
     if not versions:
         raise LookupError(f"run {run_id} registered no {registered}")
     version = str(max(int(v.version) for v in versions))

@@ -42,6 +42,7 @@ _NEEDS = {
         tables.TEACHER_TRAINING_SET,
         "cardiolake features apply --lake LAKE && cardiolake features training-set --lake LAKE",
     ),
+    "export": (tables.TEACHER_TARGETS, "cardiolake train teacher && cardiolake train student"),
 }
 
 
@@ -72,8 +73,12 @@ def launch(
     python: Path | None,
     summary_out: Path | None = None,
     tracking: str | None = None,
+    module: str = "training",
 ) -> dict[str, object]:
     """Run ``python -m training STAGE`` in the training environment; returns its summary.
+
+    ``module`` runs another package's entry point there instead (``serving`` for the export,
+    which needs PyTorch).
 
     ``tracking`` (a tracking URI) points the stage at another MLflow store than the lake's own
     (or ``MLFLOW_TRACKING_URI``): an external cohort is evaluated with the models of the lake
@@ -89,7 +94,7 @@ def launch(
         console.print(f"[red]error:[/] {needed} does not exist under {root}: run `{remedy}` first")
         raise typer.Exit(2)
     out = summary_out or root / "_mlflow" / f"last_{stage}.json"
-    cmd = [str(exe), "-m", "training", stage, "--lake", str(root), "--summary-out", str(out)]
+    cmd = [str(exe), "-m", module, stage, "--lake", str(root), "--summary-out", str(out)]
     if config is not None:
         cmd += ["--config", str(config.resolve())]
     for item in sets or []:
