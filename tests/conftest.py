@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.spark", "tests.fixtures.cohort"]
+pytest_plugins = ["tests.fixtures.spark", "tests.fixtures.cohort", "tests.fixtures.trained"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

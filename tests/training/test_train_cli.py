@@ -22,38 +22,9 @@ from cardiolake import lake, tables
 from cardiolake.cli import app
 from cardiolake.cli.train import _REPO
 from cardiolake.tracking import ENCODER_MODELS, tracking_uri
+from tests.fixtures.trained import TRAIN_PYTHON
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
-
-TRAIN_PYTHON = _REPO / ".venv-train" / "bin" / "python"
-FAST = ["--set", "run.epochs=1", "--set", "run.batch_size=8", "--set", "data.reader_workers=1",
-        "--set", "data.shuffle_capacity=16"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(spark, learning_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small cohort ingested with its gates, then both encoder stages trained for one epoch."""
-    if not TRAIN_PYTHON.exists():
-        pytest.fail(f"training environment missing at {TRAIN_PYTHON}: run `make train-env`")
-    from expectations.promotion import ingest_with_gates
-    from expectations.settings import GateSettings
-    from pipelines.settings import IngestSettings
-
-    work = tmp_path_factory.mktemp("train")
-    landing = work / "landing"
-    shutil.copytree(learning_cohort, landing / "site_a")
-    root = work / "lake"
-    ingest_with_gates(spark, IngestSettings(landing=landing, lake_root=root, task_slices=8),
-                      gate_settings=GateSettings(), data_docs=False)  # fmt: skip
-    runner = CliRunner()
-    out = {"lake": root}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        for stage in ("pretrain", "align"):
-            result = runner.invoke(app, ["train", stage, "--lake", str(root), *FAST])
-            assert result.exit_code == 0, result.output
-            out[stage] = json.loads((root / "_mlflow" / f"last_{stage}.json").read_text())
-    return out
 
 
 def _client(root: Path) -> mlflow.MlflowClient:
@@ -185,39 +156,6 @@ def test_training_set_is_a_point_in_time_delta_table(trained: dict) -> None:
         assert times[row.patient_key] <= row.event_timestamp
     history = lake.table_history(tables.TEACHER_TRAINING_SET, lake_root=root, limit=1)
     assert history[0]["operation"]
-
-
-#: Stage 3 on the small cohort: enough epochs to learn, small enough for the suite.
-TEACHER = ["--set", "run.epochs=20", "--set", "run.batch_size=16"]
-STUDENT = ["--set", "run.epochs=10", "--set", "run.batch_size=32"]
-
-
-@pytest.fixture(scope="module")
-def stage3(trained: dict) -> dict:
-    """Feast training sets, then the teacher, the distilled and the labels-only student."""
-    root = trained["lake"]
-    runner = CliRunner()
-    out: dict = {"lake": root}
-    early = runner.invoke(app, ["train", "student", "--lake", str(root), *FAST])
-    out["student_before_teacher"] = (early.exit_code, " ".join(early.output.split()))
-    for args in (
-        ["features", "apply", "--lake", str(root)],
-        ["features", "training-set", "--lake", str(root)],
-        ["features", "training-set", "--lake", str(root), "--entities", "ecg"],
-    ):
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        for name, stage, extra in (
-            ("teacher", "teacher", TEACHER),
-            ("student", "student", STUDENT),
-            ("labels_only", "student", [*STUDENT, "--set", "distill=false"]),
-        ):
-            result = runner.invoke(app, ["train", stage, "--lake", str(root), *extra])
-            assert result.exit_code == 0, result.output
-            out[name] = json.loads((root / "_mlflow" / f"last_{stage}.json").read_text())
-    return out
 
 
 @pytest.fixture(scope="module")
