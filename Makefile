@@ -31,7 +31,8 @@ train-env: $(TRAIN_STAMP)
 
 ## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included),
 ## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings,
-## train the teacher and the students, and print their evaluation
+## train the teacher and the students, print their evaluation, then export, promote and bundle
+## the student for devices and score one mobile recording with the bundle's device script
 demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --labeled-fraction 0.5 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
 	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
@@ -49,6 +50,14 @@ demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake train student --lake $(DEMO)/lake --config training/configs/demo.yaml --set distill=false
 	@echo "demo evaluation: every labelled demo patient (in-sample; see README for an external cohort)"
 	$(VENV)/bin/cardiolake evaluate --lake $(DEMO)/lake --split all --out $(DEMO)/evaluation
+	$(VENV)/bin/cardiolake model export --lake $(DEMO)/lake
+	$(VENV)/bin/cardiolake model promote --lake $(DEMO)/lake || echo "promotion refused: the bundle keeps the current champion"
+	$(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias champion --out $(DEMO)/bundle --overwrite
+	$(VENV)/bin/cardiolake model verify-bundle $(DEMO)/bundle --lake $(DEMO)/lake
+	@echo "device bundle: $(DEMO)/bundle"
+	@echo "score a mobile recording as a device would (numpy + onnxruntime only):"
+	@echo "  $(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')"
+	@$(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')
 	@echo "MLflow runs (experiments cardiolake-pretrain, -align, -teacher, -student, -evaluate): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
 	@echo "open them with: $(VENV)/bin/cardiolake mlflow ui --lake $(DEMO)/lake"
 

@@ -11,6 +11,8 @@ FP32_FILE = "student.fp32.onnx"
 INT8_FILE = "student.int8.onnx"
 SPEC_FILE = "preprocessing.json"
 REPORT_FILE = "export_report.json"
+#: The drift reference (training inputs and held-out scores) monitoring compares against.
+REFERENCE_FILE = "reference.json"
 #: Run-artifact folder of an export.
 DEVICE_DIR = "device"
 #: Version-tag prefixes: export figures the gates read, and the model files' SHA-256.

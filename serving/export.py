@@ -34,7 +34,15 @@ from torch import nn
 
 from cardiolake.domain import EVALUATION_LEAD_SETS
 from cardiolake.tracking import DEVICE_MODEL, STUDENT_MODEL
-from serving.artifacts import FIGURE_TAG, FP32_FILE, HASH_TAG, INT8_FILE, REPORT_FILE, SPEC_FILE
+from serving.artifacts import (
+    FIGURE_TAG,
+    FP32_FILE,
+    HASH_TAG,
+    INT8_FILE,
+    REFERENCE_FILE,
+    REPORT_FILE,
+    SPEC_FILE,
+)
 from serving.device_script import sha256
 from serving.latency import onnx_latency, ort_session, time_calls
 from serving.settings import ExportSettings
@@ -272,6 +280,43 @@ def latency_table(student: Student | None, models: dict[str, Path], spec: Device
     return out
 
 
+def training_reference(data: StudentData, spec: DeviceSpec, fp32: Path) -> dict[str, Any]:
+    """The drift reference of a model: its training lake's mobile recordings, device path.
+
+    Input statistics, lead sets and quality flags of every mobile recording; the model's
+    calibrated scores on the held-out (validation and test) ones. Each recording goes through
+    the device preprocessing (:func:`serving.device_script.preprocess`), as in scoring.
+    """
+    from serving.device_script import Recording, decide, preprocess
+    from serving.monitoring import input_stats, lead_set_name, quality_flags, reference
+
+    rows = np.flatnonzero(data.mobile)
+    if not len(rows):  # a lake without mobile recordings: the derived limb leads stand in
+        rows = np.flatnonzero(~data.mobile)
+    session = ort_session(fp32)
+    spec_dict = spec.as_dict()
+    stats, scores, lead_sets, flags = [], [], [], []
+    for i in rows:
+        present = [lead for lead, m in zip(spec.leads, data.present[i], strict=True) if m > 0]
+        if not present:
+            continue
+        n = max(int(data.length[i]), 1)
+        signal = data.ecg[i, [spec.leads.index(lead) for lead in present], :n]
+        rec = Recording(str(i), float(spec.rate_hz), tuple(present), signal)
+        windows, mask = preprocess(rec, spec_dict)
+        stats.append(input_stats(windows, mask, spec.clip_mv))
+        flags.append(quality_flags(windows, mask, spec.rate_hz, spec.clip_mv,
+                                   n / spec.rate_hz, 0.0))  # fmt: skip
+        lead_sets.append(lead_set_name(present))
+        if data.split[i] != "train":
+            masks = np.repeat(mask[None], len(windows), axis=0)
+            logits = run_session(session, {spec.input_names[0]: windows,
+                                           spec.input_names[1]: masks})  # fmt: skip
+            mean = float(logits[:, 0].astype(np.float64).mean())
+            scores.append(decide(mean, int(mask.sum()), spec_dict)["probability"])
+    return reference(stats, scores, lead_sets, flags)
+
+
 def shipped_precision(report: dict[str, Any], settings: ExportSettings) -> str:
     """int8 when it keeps the AUC of fp32 (within the tolerance), else fp32."""
     drop = report["int8_auc_drop"]
@@ -353,6 +398,9 @@ def export_student(settings: ExportSettings, ctx: Context) -> dict[str, Any]:
         report |= {"shipped": shipped, "student_run": run_id, "student_version": torch_version,
                    "opset": settings.opset}  # fmt: skip
         spec.write(out / SPEC_FILE)
+        ref = training_reference(data, spec, fp32)
+        (out / REFERENCE_FILE).write_text(json.dumps(ref) + "\n")
+        report["reference_rows"] = ref["rows"]
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float) + "\n")
         mlflow.set_experiment(experiment_id=experiment_id("export", ctx.lake_root))
         with mlflow.start_run(run_name=f"export-{STUDENT_MODEL}-{torch_version}") as run:
