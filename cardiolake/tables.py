@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-Layer = Literal["bronze", "silver", "gold", "features", "scoring", "quarantine"]
+Layer = Literal["bronze", "silver", "gold", "features", "scoring", "monitoring", "quarantine"]
 
 #: Layers in data-flow order.
 LAYER_NAMES: tuple[Layer, ...] = get_args(Layer)
@@ -87,6 +87,8 @@ DISTILLATION_SET = Table("features", "distillation_set")
 TEACHER_TARGETS = Table("features", "teacher_targets")
 # scoring: batch predictions of registered models
 PREDICTIONS = Table("scoring", "predictions")
+# monitoring: drift and quality figures of each scoring run against the model's reference
+MONITORING = Table("monitoring", "drift")
 # quarantine: every input that failed, with stage and reason
 QUARANTINE = Table("quarantine", "quarantine")
 
@@ -105,6 +107,7 @@ LAYERS: dict[str, tuple[Table, ...]] = {
         TEACHER_TARGETS,
     ),  # fmt: skip
     "scoring": (PREDICTIONS,),
+    "monitoring": (MONITORING,),
     "quarantine": (QUARANTINE,),
 }
 

@@ -12,6 +12,7 @@ from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
 from cardiolake.cli.mlflow_ui import app as mlflow_app
 from cardiolake.cli.model import app as model_app
+from cardiolake.cli.score import monitor, score
 from cardiolake.cli.train import app as train_app
 from cardiolake.cli.validate import validate
 from cardiolake.logs import configure_logging
@@ -32,6 +33,8 @@ app.add_typer(train_app, name="train")
 app.command(name="evaluate")(evaluate)
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(model_app, name="model")
+app.command(name="score")(score)
+app.command(name="monitor")(monitor)
 
 
 @app.callback()
