@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ import pandas as pd
 import yaml
 from feast import FeatureService, FeatureStore, FeatureView, FileSource
 from feast.data_format import ParquetFormat
+from feast.feature_view_projection import FeatureViewProjection
 from feast.repo_config import load_repo_config
 
 from cardiolake.tables import Table
@@ -53,6 +55,9 @@ VERSION_TAG = "delta_version"
 ENCODER_TAG = "encoder_version"
 #: Where materialization starts when no start is given (before any synthetic or real data).
 EPOCH = datetime(1970, 1, 2, tzinfo=UTC)
+#: Beside ``registry.db``: the snapshot each view reads, so Feast's own CLI loading
+#: ``feature_repo/definitions.py`` pins the views exactly as ``apply`` registered them.
+PINS_FILE = "pins.json"
 
 
 @dataclass(frozen=True)
@@ -132,26 +137,81 @@ def pin(snapshots: dict[Table, Snapshot]) -> list[FeatureView]:
     """
     by_source = {src.name: table for table, src in SOURCES.items()}
     pinned = []
+    # one source object per table: views sharing a source share its pinned copy (Feast
+    # rejects two distinct sources of one name in a repository)
+    sources: dict[str, FileSource] = {}
     for view in FEATURE_VIEWS:
         template = view.batch_source
         assert isinstance(template, FileSource), f"{view.name} must read a FileSource"
         snap = snapshots[by_source[template.name]]
-        source = FileSource(
-            name=template.name,
-            path=str(snap.path),
-            file_format=ParquetFormat(),
-            timestamp_field=template.timestamp_field,
-            field_mapping=dict(template.field_mapping),
-            description=template.description,
-            tags={**template.tags, VERSION_TAG: snap.tag},
-        )
+        if template.name not in sources:
+            sources[template.name] = FileSource(
+                name=template.name,
+                path=str(snap.path),
+                file_format=ParquetFormat(),
+                timestamp_field=template.timestamp_field,
+                field_mapping=dict(template.field_mapping),
+                description=template.description,
+                tags={**template.tags, VERSION_TAG: snap.tag},
+            )
+        source = sources[template.name]
         fv = copy.copy(view)
         fv.batch_source = source
+        # the projection carries the source too (the registry rebuilds it from the pinned one)
+        fv.projection = FeatureViewProjection.from_feature_view_definition(fv)
         fv.tags = {**view.tags, VERSION_TAG: snap.tag}
         if snap.model_version is not None:
             fv.tags[ENCODER_TAG] = snap.model_version
         pinned.append(fv)
     return pinned
+
+
+def write_pins(feast_dir: Path, snapshots: dict[Table, Snapshot]) -> Path:
+    """Record the snapshot every view reads in ``feast_dir/pins.json``; returns its path.
+
+    Args:
+        feast_dir: the folder holding the registry the views were applied to.
+        snapshots: the snapshot of every feature table.
+    """
+    pins = {
+        str(table): {
+            "version": snap.version,
+            "path": str(snap.path),
+            "rows": snap.rows,
+            "model_version": snap.model_version,
+        }
+        for table, snap in snapshots.items()
+    }
+    path = Path(feast_dir) / PINS_FILE
+    path.write_text(json.dumps(pins, indent=1))
+    return path
+
+
+def read_pins(feast_dir: Path) -> dict[Table, Snapshot] | None:
+    """The snapshots :func:`apply` last registered beside ``feast_dir/registry.db``.
+
+    Args:
+        feast_dir: the folder holding the registry.
+
+    Returns:
+        The snapshot of every feature table, or None when nothing was applied there.
+    """
+    from cardiolake.tables import get_table
+
+    path = Path(feast_dir) / PINS_FILE
+    if not path.is_file():
+        return None
+    pins = json.loads(path.read_text())
+    return {
+        get_table(name): Snapshot(
+            table=get_table(name),
+            version=pin["version"],
+            path=Path(pin["path"]),
+            rows=pin["rows"],
+            model_version=pin["model_version"],
+        )
+        for name, pin in pins.items()
+    }
 
 
 def apply(
@@ -182,6 +242,7 @@ def apply(
         versions = {**built, **(versions or {})}
     snapshots = export_snapshots(settings.lake_root, versions=versions, encoders=encoders)
     store.apply([patient, *pin(snapshots), *FEATURE_SERVICES])
+    write_pins(settings.feast_dir, snapshots)
     for table, snap in snapshots.items():
         logger.info("feast reads %s version %s (%d rows)", table, snap.tag, snap.rows)
     return snapshots

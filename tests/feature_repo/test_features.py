@@ -337,3 +337,17 @@ def test_cli_apply_materialize_get(sqlite_store, lake_with_silver: Path) -> None
     result = runner.invoke(app, ["get", *lake_arg, "--patient", key])
     assert result.exit_code == 0, result.output
     assert "ntprobnp_pg_ml" in result.output and key in result.output
+
+
+def test_feast_cli_sees_the_registry_cardiolake_applied(
+    sqlite_store, lake_with_silver: Path, tmp_path: Path
+) -> None:
+    """``feast plan`` on a copy of feature_repo/, through the lake's runtime config."""
+    from tests.feature_repo.test_feast_cli import _copy_repo, _feast
+
+    repo = _copy_repo(tmp_path)
+    config = lake_with_silver / "_feast" / "feature_store.sqlite.yaml"
+    result = _feast(repo, "-f", str(config), "plan")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes to registry" in result.stdout, result.stdout
+    assert "No changes to infrastructure" in result.stdout, result.stdout
