@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -80,7 +80,12 @@ def run_ingest(
 
     Returns:
         Files per format, rows added per table and quarantined inputs per stage and reason.
+
+    Raises:
+        SecretError: an empty or short pseudonym secret, refused before any file is read.
     """
+    # the secret is checked (or the lake's development secret created) before any input
+    settings = replace(settings, pseudonym_secret=settings.secret())
     now = now or datetime.now(UTC)
     summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:12])
     step = on_step or (lambda _: None)
@@ -118,6 +123,7 @@ def run_ingest(
         step("silver: notes")
         n, bad = silver_notes(spark, settings, inventory, **kw)
         summary.rows_added["notes"] = n
+        summary.add_quarantine("silver_notes", bad)
         step("silver: labels")
         n, bad = silver_labels(spark, settings, **kw)
         summary.rows_added["labels"] = n

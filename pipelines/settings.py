@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardiolake.pseudonym import DEVELOPMENT_SECRET
+from cardiolake.pseudonym import DEVELOPMENT_SECRET, resolve_secret
+from pipelines.readers.limits import ReadLimits
 
 
 @dataclass(frozen=True)
@@ -15,12 +16,15 @@ class IngestSettings:
     Attributes:
         landing: the landing-zone folder.
         lake_root: the lake root (tables at ``lake_root/layer/name``).
-        pseudonym_secret: HMAC secret for patient keys (from the environment at the CLI).
+        pseudonym_secret: HMAC secret for patient keys (from the environment at the CLI);
+            the default marker selects the lake's random development secret.
         canonical_fs: the one sampling rate silver ECGs are resampled to (Hz).
         echo_size: silver echo frames are ``echo_size`` x ``echo_size`` grayscale.
         task_slices: Spark partitions for per-file work (more than cores keeps both busy).
         max_clock_offset_s: the largest ECG/echo clock disagreement alignment searches.
         split_shares: patient-level shares of train / validation / test in gold.
+        limits: size caps every reader checks before allocating, and the per-file memory
+            budget of a decoding task.
     """
 
     landing: Path
@@ -31,3 +35,12 @@ class IngestSettings:
     task_slices: int = 8
     max_clock_offset_s: float = 2.0
     split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
+    limits: ReadLimits = field(default_factory=ReadLimits)
+
+    def secret(self) -> str:
+        """The checked HMAC secret: the configured one, or the lake's development secret.
+
+        Raises:
+            SecretError: when the configured secret is empty or shorter than 16 bytes.
+        """
+        return resolve_secret(self.pseudonym_secret, self.lake_root)
