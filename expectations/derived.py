@@ -131,7 +131,14 @@ def labels_derived(
     votes = out["reader_triage_urgent"].map(
         lambda v: [bool(x) for x in (v if v is not None else [])]
     )
-    out["readers_disagree"] = votes.map(lambda v: len(set(v)) > 1)
+    # a disagreement on any field counts: triage votes, or a finding (silver sets
+    # needs_adjudication when readers differ on a finding and nobody adjudicated)
+    finding_conflict = (
+        out["needs_adjudication"].fillna(False).astype(bool)
+        if "needs_adjudication" in out
+        else False
+    )
+    out["readers_disagree"] = votes.map(lambda v: len(set(v)) > 1) | finding_conflict
     out["disagreement_resolved"] = ~out["readers_disagree"] | out["adjudicated"].fillna(
         False
     ).astype(bool)

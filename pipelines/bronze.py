@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +29,16 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import lake, tables
-from cardiolake.pseudonym import patient_key
+from cardiolake.pseudonym import SecretError, patient_key
 from pipelines import schemas
+from pipelines.csv_format import BadRow, read_rows
 from pipelines.ecg_source import read_ecg_source
 from pipelines.echo_source import read_echo_clip
 from pipelines.landing import LandingInventory, SourceFile
 from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
 from pipelines.readers import InputError
+from pipelines.readers.dicom_reader import check_dicom_file
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits, memory_guard
 from pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +72,16 @@ _TASK_INPUT = StructType(
 class _TaskConfig:
     secret: str
     seen: frozenset[tuple[str, str]]  # (uri, sha256) already in bronze or quarantine
+    limits: ReadLimits = DEFAULT_LIMITS
+
+
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"|b'[^'\n]*'")
+
+
+def safe_detail(text: str) -> str:
+    """A quarantine detail without quoted values: parsers quote the offending header text or
+    cell verbatim, and that text may be an identifier."""
+    return _QUOTED.sub("'…'", text)[:500]
 
 
 def _sha256_of(paths: list[str]) -> tuple[str, int]:
@@ -91,53 +105,73 @@ def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
     companions = json.loads(task["companions"] or "[]")
     row: dict[str, Any] = {"source_uri": uri, "format": fmt}
     try:
+        if context.get("problem"):  # found by the landing scan (symlink loop, unreadable)
+            raise InputError(context["problem"], context.get("problem_detail", ""), uri=uri)
         try:
             sha, size = _sha256_of([uri, *[c for c in companions if Path(c).exists()]])
-        except OSError as exc:
+        except FileNotFoundError as exc:
             raise InputError("missing_file", str(exc.strerror), uri=uri) from exc
+        except OSError as exc:
+            raise InputError("unreadable_path", str(exc.strerror), uri=uri) from exc
         row.update(sha256=sha, record_key=sha, size_bytes=size)
         if (uri, sha) in config.seen:
             return {**row, "target": "skip"}
         if fmt == "unknown":
             raise InputError("unknown_format", "no reader for this kind of file", uri=uri)
-        if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
-            ecg = read_ecg_source(uri, fmt, context=context)
-            row.update(
-                target="ecg_raw",
-                format=ecg.format,
-                device_kind=ecg.device_kind,
-                patient_key=_key(ecg.mrn, config.secret),
-                acquisition_time=ecg.acquisition_datetime,
-                fs=float(ecg.fs),
-                n_samples=int(ecg.signals_mv.shape[0]),
-                lead_names=list(ecg.lead_names),
-                header_fields=ecg.header_fields,
-                header_json=json.dumps(ecg.header, sort_keys=True, default=str),
-            )
-            return row
-        clip = read_echo_clip(uri, fmt)
+        with memory_guard(config.limits.task_memory_bytes):
+            return _decode(row, uri, fmt, context, config)
+    except InputError as exc:
+        detail = safe_detail(str(exc))
+        return {**row, "target": "quarantine", "reason": exc.reason, "detail": detail}
+    except MemoryError:
+        detail = f"{uri}: decoding needs more memory than the task may use"
+        return {**row, "target": "quarantine", "reason": "memory_limit", "detail": detail}
+    except SecretError:
+        raise  # a configuration error, not a bad file: fail the run
+    except Exception as exc:  # noqa: BLE001 - a reader bug must not stop the batch
+        detail = safe_detail(f"{uri}: {type(exc).__name__}: {exc}")
+        return {**row, "target": "quarantine", "reason": "unreadable", "detail": detail}
+
+
+def _decode(
+    row: dict[str, Any], uri: str, fmt: str, context: dict[str, Any], config: _TaskConfig
+) -> dict[str, Any]:
+    """Decode one file into its bronze row (raises InputError for a bad file)."""
+    if fmt == "dicom":
+        check_dicom_file(uri, uri, config.limits)  # before even the SOP class is read
+    if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
+        ecg = read_ecg_source(uri, fmt, context=context, limits=config.limits)
         row.update(
-            target="echo_raw",
-            format=clip.source_format,
-            patient_key=_key(clip.mrn, config.secret),
-            acquisition_time=clip.acquisition_datetime,
-            n_frames=int(clip.frames.shape[0]),
-            height=int(clip.frames.shape[1]),
-            width=int(clip.frames.shape[2]),
-            fps=float(clip.fps),
-            synchronized=clip.synchronized,
-            has_r_wave_vector=clip.r_wave_times_s is not None,
-            header_fields={
-                k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))
-            },
-            header_json=json.dumps(clip.header, sort_keys=True, default=str),
+            target="ecg_raw",
+            format=ecg.format,
+            device_kind=ecg.device_kind,
+            patient_key=_key(ecg.mrn, config.secret),
+            acquisition_time=ecg.acquisition_datetime,
+            fs=float(ecg.fs),
+            n_samples=int(ecg.signals_mv.shape[0]),
+            lead_names=list(ecg.lead_names),
+            header_fields=ecg.header_fields,
+            header_json=json.dumps(ecg.header, sort_keys=True, default=str),
         )
         return row
-    except InputError as exc:
-        return {**row, "target": "quarantine", "reason": exc.reason, "detail": str(exc)[:500]}
-    except Exception as exc:  # noqa: BLE001 - a reader bug must not stop the batch
-        detail = f"{uri}: {type(exc).__name__}: {exc}"[:500]
-        return {**row, "target": "quarantine", "reason": "unreadable", "detail": detail}
+    clip = read_echo_clip(uri, fmt, limits=config.limits)
+    row.update(
+        target="echo_raw",
+        format=clip.source_format,
+        patient_key=_key(clip.mrn, config.secret),
+        acquisition_time=clip.acquisition_datetime,
+        n_frames=int(clip.frames.shape[0]),
+        height=int(clip.frames.shape[1]),
+        width=int(clip.frames.shape[2]),
+        fps=float(clip.fps),
+        synchronized=clip.synchronized,
+        has_r_wave_vector=clip.r_wave_times_s is not None,
+        header_fields={
+            k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))
+        },
+        header_json=json.dumps(clip.header, sort_keys=True, default=str),
+    )
+    return row
 
 
 def _dicom_is_ecg(uri: str) -> bool:
@@ -176,24 +210,29 @@ def _task_frame(spark: SparkSession, inventory: LandingInventory, slices: int) -
         context: dict[str, Any] = {}
         if src.format == "wfdb":
             context.update(ptbxl.get(str(Path(src.uri).with_suffix("")), {}))
+        if src.problem:
+            context.update(problem=src.problem, problem_detail=src.problem_detail)
         rows.append((src.uri, src.format, json.dumps(list(src.companions)), json.dumps(context)))
     return spark.createDataFrame(rows, _TASK_INPUT).repartition(max(1, min(slices, len(rows) or 1)))
 
 
 def _ptbxl_context(inventory: LandingInventory) -> dict[str, dict[str, Any]]:
-    """PTB-XL-style index rows keyed by record path: the MRN, device and recording time."""
-    import csv
+    """PTB-XL-style index rows keyed by record path: the MRN, device and recording time.
 
+    Malformed rows are skipped here (their records then lack the index's MRN) and
+    quarantined by :func:`pipelines.bronze_tabular.ingest_exports`.
+    """
     out: dict[str, dict[str, Any]] = {}
     for index in inventory.indexes.get("ptbxl_index", []):
-        with index.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                stem = (index.parent / row["filename_hr"]).resolve()
-                out[str(stem)] = {
-                    "mrn": row.get("patient_id"),
-                    "device": row.get("device"),
-                    "recording_date": row.get("recording_date"),
-                }
+        for _, row in read_rows(index, required=("filename_hr",)):
+            if isinstance(row, BadRow):
+                continue
+            stem = (index.parent / row["filename_hr"]).resolve()
+            out[str(stem)] = {
+                "mrn": row.get("patient_id"),
+                "device": row.get("device"),
+                "recording_date": row.get("recording_date"),
+            }
     return out
 
 
@@ -238,7 +277,7 @@ def ingest_files(
     Returns:
         Counts of rows added per table and quarantined per reason.
     """
-    config = _TaskConfig(settings.pseudonym_secret, _seen_files(spark, settings))
+    config = _TaskConfig(settings.secret(), _seen_files(spark, settings), settings.limits)
     tasks = _task_frame(spark, inventory, settings.task_slices)
     parsed = tasks.mapInArrow(_file_tasks(config), FILE_TASK_OUTPUT).persist()
     try:

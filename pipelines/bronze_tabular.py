@@ -8,9 +8,10 @@ bronze at all (it carries identifiers) — only its hash and length.
 
 from __future__ import annotations
 
-import csv
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,6 +22,7 @@ from cardiolake import tables
 from cardiolake.domain import FINDINGS
 from cardiolake.pseudonym import patient_key
 from pipelines import schemas
+from pipelines.csv_format import BadRow, header_columns, read_rows, sniff_csv
 from pipelines.landing import LandingInventory
 from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
 from pipelines.settings import IngestSettings
@@ -49,46 +51,110 @@ def key_udf(secret: str) -> Callable[[Column], Column]:
     return _key
 
 
-def read_export(spark: SparkSession, kind: str, uris: list[str]) -> DataFrame:
-    """Read tabular export files with every column as a string and the content key added.
-
-    Rows Spark cannot parse keep their raw text in ``_corrupt_record``.
-    """
+def _read_one(spark: SparkSession, kind: str, uri: str) -> DataFrame:
+    """One export file, in its own encoding and delimiter, columns matched by header name."""
     columns = SOURCE_COLUMNS[kind]
+    dialect = sniff_csv(Path(uri))
+    names: list[str] = []
+    for i, name in enumerate(header_columns(Path(uri), dialect)):
+        names.append(name if name in columns and name not in names else f"_extra_{i}")
     schema = StructType(
-        [StructField(c, StringType()) for c in columns] + [StructField(_CORRUPT, StringType())]
+        [StructField(n, StringType()) for n in names] + [StructField(_CORRUPT, StringType())]
     )
     df = (
         spark.read.option("header", True)
         .option("mode", "PERMISSIVE")
         .option("multiLine", True)
         .option("escape", '"')
+        .option("sep", dialect.delimiter)
+        .option("encoding", dialect.spark_encoding)
         .option("columnNameOfCorruptRecord", _CORRUPT)
         .schema(schema)
-        .csv(uris)
+        .csv(uri)
     )
+    return df.select(
+        *[F.col(c) if c in names else F.lit(None).cast("string").alias(c) for c in columns],
+        _CORRUPT,
+        F.lit(uri).alias("source_uri"),
+    )
+
+
+def read_export(spark: SparkSession, kind: str, uris: list[str]) -> DataFrame:
+    """Read tabular export files with every column as a string and the content key added.
+
+    Each file is sniffed for its encoding (BOM, UTF-8, UTF-16, Windows-1252) and delimiter,
+    and its columns are matched by header name, so the content key of a row does not depend
+    on how the file was written. Rows Spark cannot parse keep their raw text in
+    ``_corrupt_record`` (which is never stored).
+    """
+    columns = SOURCE_COLUMNS[kind]
+    df = reduce(DataFrame.unionByName, [_read_one(spark, kind, uri) for uri in uris])
     content = F.concat_ws("\u001f", *[F.coalesce(F.col(c), F.lit("\u0000")) for c in columns])
-    return df.withColumns(
-        {
-            "record_key": F.sha2(content, 256),
-            "source_uri": F.regexp_replace(F.input_file_name(), "^file:(//)?", ""),
-        }
-    )
+    return df.withColumn("record_key", F.sha2(content, 256))
+
+
+#: Columns an index row must fill, per index kind.
+INDEX_REQUIRED: dict[str, tuple[str, ...]] = {
+    "patient_index": ("mrn",),
+    "ptbxl_index": ("filename_hr",),
+}
+
+
+def read_index(inventory: LandingInventory, kind: str) -> tuple[list[dict[str, str]], list[BadRow]]:
+    """The well-formed rows of every index file of one kind, and the malformed ones apart.
+
+    A truncated or mis-encoded row never stops the rest of the index from being used.
+    """
+    rows: list[dict[str, str]] = []
+    bad: list[BadRow] = []
+    for path in inventory.indexes.get(kind, []):
+        try:
+            for _, row in read_rows(Path(path), INDEX_REQUIRED.get(kind, ())):
+                (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
+        except OSError as exc:
+            bad.append(BadRow(str(path), 0, f"unreadable_{exc.errno}"))
+    return rows, bad
 
 
 def patient_index_keys(inventory: LandingInventory, secret: str) -> set[str] | None:
     """Pseudonymous keys of the master patient index, when the landing zone has one.
 
-    Only MRNs are read and they are hashed at once: names and birth dates are never loaded.
+    Only MRNs are used and they are hashed at once; malformed rows are left out.
     """
-    files = inventory.indexes.get("patient_index", [])
-    if not files:
+    if not inventory.indexes.get("patient_index"):
         return None
-    keys: set[str] = set()
-    for path in files:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            keys.update(patient_key(r["mrn"], secret) for r in csv.DictReader(fh) if r.get("mrn"))
-    return keys
+    rows, _ = read_index(inventory, "patient_index")
+    return {patient_key(r["mrn"], secret) for r in rows}
+
+
+def _index_quarantine(
+    spark: SparkSession,
+    inventory: LandingInventory,
+    settings: IngestSettings,
+    run_id: str,
+    now: datetime,
+) -> dict[str, int]:
+    """Quarantine rows for malformed index rows: file, line and problem, never the content."""
+    bad: list[tuple[str, str | None, str, str, str, str]] = []
+    for kind in INDEX_REQUIRED:
+        for row in read_index(inventory, kind)[1]:
+            try:
+                sha = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
+            except OSError:
+                sha = None
+            bad.append(
+                (row.path, sha, f"line {row.line}", kind, "malformed_index_row",
+                 f"line {row.line}: {row.problem}")
+            )  # fmt: skip
+    if not bad:
+        return {}
+    schema = ", ".join(
+        f"{c} string" for c in ("source_uri", "sha256", "row_id", "input_kind", "reason", "detail")
+    )
+    frame = spark.createDataFrame(bad, schema)
+    return write_quarantine(
+        quarantine_rows(frame, stage="bronze", run_id=run_id, now=now), settings.lake_root
+    )
 
 
 def ingest_exports(
@@ -105,8 +171,8 @@ def ingest_exports(
         Rows added per bronze table, and rows quarantined per reason (malformed lines).
     """
     added: dict[str, int] = {}
-    quarantined: dict[str, int] = {}
-    to_key = key_udf(settings.pseudonym_secret)
+    quarantined = _index_quarantine(spark, inventory, settings, run_id, now)
+    to_key = key_udf(settings.secret())
     for kind, (table, schema) in _TARGETS.items():
         uris = [s.uri for s in inventory.by_format(kind)]  # type: ignore[arg-type]
         if not uris:

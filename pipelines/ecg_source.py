@@ -19,12 +19,38 @@ from typing import Any
 import numpy as np
 
 from pipelines.readers import DicomEcg, InputError, read_dicom
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits
 from pipelines.signal.wfdb_reader import read_wfdb
 
 #: Leads that are physically a standard lead under another name.
 STANDARD_ALIASES = {"MLII": "II", "MLI": "I", "MLIII": "III"}
-#: Header-comment keys that identify a patient: used for the key, never stored.
-_PHI_KEYS = re.compile(r"^(mrn|patient(_?id)?|name|dob|birth.*|ssn|address|phone)$", re.I)
+#: Header-comment keys that hold the MRN: used for the key, never stored.
+_MRN_KEYS = re.compile(r"^(mrn|patient(_?id)?|medical_record(_number)?|record_number)$", re.I)
+#: Ages at or above this are stored as this (Safe Harbor: ages over 89 are one category).
+AGE_CAP = 90
+#: Words a device name may consist of (besides tokens with a digit: models such as MAC5500).
+_DEVICE_WORDS = frozenset(
+    {
+        "kardia", "mobile", "pagewriter", "mac", "cs", "holter", "monitor", "patch", "zio",
+        "apple", "watch", "cart", "ge", "philips", "schiller", "mortara", "eli", "nihon",
+        "kohden", "cardiosoft", "marquette", "mindray", "lead", "leads", "ecg", "ekg",
+        "recorder", "event", "resting", "bedside", "wearable", "alivecor", "withings",
+        "cardiovit", "burdick", "welch", "allyn", "edan", "biocare", "bittium", "faros",
+    }
+)  # fmt: skip
+#: SCP-ECG statements PTB-XL style exports put into diagnosis comments.
+_SCP_CODES = frozenset(
+    {
+        "NORM", "MI", "STTC", "CD", "HYP", "IMI", "AMI", "ASMI", "ALMI", "ILMI", "LMI", "PMI",
+        "IPLMI", "IPMI", "LAFB", "LPFB", "IRBBB", "CRBBB", "CLBBB", "ILBBB", "LBBB", "RBBB",
+        "IVCD", "WPW", "AVB", "1AVB", "2AVB", "3AVB", "LVH", "RVH", "LAO", "RAO", "SEHYP",
+        "AFIB", "AFLT", "SR", "STACH", "SBRAD", "SARRH", "PSVT", "SVTAC", "PAC", "PVC", "NDT",
+        "NST_", "DIG", "LNGQT", "ISC_", "ISCAL", "ISCIN", "ISCIL", "ISCAS", "ISCLA", "ANEUR",
+        "EL", "PACE", "LPR", "LVOLT", "HVOLT", "TAB_", "QWAVE", "LOWT", "NT_", "PRC(S)",
+    }
+)  # fmt: skip
+_DX_KEYS = frozenset({"dx", "diagnosis", "diagnoses", "diagnosis_codes", "scp_codes", "codes"})
+_SEX = {"m": "male", "male": "male", "f": "female", "female": "female"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +69,13 @@ class EcgSource:
     mrn: str | None = field(default=None, repr=False)
 
 
-def read_ecg_source(uri: str, fmt: str, *, context: dict[str, Any] | None = None) -> EcgSource:
+def read_ecg_source(
+    uri: str,
+    fmt: str,
+    *,
+    context: dict[str, Any] | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> EcgSource:
     """Read an ECG file and check that it decodes to samples.
 
     Whether the amplitudes are physiological is the silver ECG gate's question
@@ -54,6 +86,7 @@ def read_ecg_source(uri: str, fmt: str, *, context: dict[str, Any] | None = None
         fmt: ``"wfdb"`` or ``"dicom"``.
         context: what an index says about the record (PTB-XL ``mrn``, ``device``,
             ``recording_date``).
+        limits: size caps checked before samples are allocated.
 
     Returns:
         The ECG channels, their rate and a de-identified header.
@@ -63,9 +96,9 @@ def read_ecg_source(uri: str, fmt: str, *, context: dict[str, Any] | None = None
     """
     context = context or {}
     if fmt == "dicom":
-        source = _from_dicom(read_dicom(uri), uri)
+        source = _from_dicom(read_dicom(uri, limits=limits), uri)
     else:
-        source = _from_wfdb(uri, context)
+        source = _from_wfdb(uri, context, limits)
     if source.signals_mv.size == 0:
         raise InputError("empty_signal", "the record holds no samples", uri=uri)
     return source
@@ -89,6 +122,91 @@ def _from_dicom(ecg: Any, uri: str) -> EcgSource:
     )
 
 
+def _verhoeff_ok(number: str) -> bool:
+    """Whether a digit string passes the Verhoeff check (every SNOMED CT identifier does)."""
+    d = [[0,1,2,3,4,5,6,7,8,9],[1,2,3,4,0,6,7,8,9,5],[2,3,4,0,1,7,8,9,5,6],
+         [3,4,0,1,2,8,9,5,6,7],[4,0,1,2,3,9,5,6,7,8],[5,9,8,7,6,0,4,3,2,1],
+         [6,5,9,8,7,1,0,4,3,2],[7,6,5,9,8,2,1,0,4,3],[8,7,6,5,9,3,2,1,0,4],
+         [9,8,7,6,5,4,3,2,1,0]]  # fmt: skip
+    p = [[0,1,2,3,4,5,6,7,8,9],[1,5,7,6,2,8,3,0,9,4],[5,8,0,3,7,9,6,1,4,2],
+         [8,9,1,6,0,4,3,5,2,7],[9,4,5,3,1,2,6,8,7,0],[4,2,8,6,5,7,3,9,0,1],
+         [2,7,9,3,8,0,6,4,1,5],[7,0,4,6,9,1,3,2,5,8]]  # fmt: skip
+    c = 0
+    for i, ch in enumerate(reversed(number)):
+        c = d[c][p[i % 8][int(ch)]]
+    return c == 0
+
+
+def _diagnosis_codes(value: str, mrn: str | None) -> str | None:
+    """Only the codes of a diagnosis comment: ICD-10, SNOMED CT ids and SCP-ECG statements."""
+    codes = []
+    for token in re.split(r"[\s,;|]+", value.strip()):
+        token = token.strip("'\"[]{}()")
+        if re.fullmatch(r"[A-TV-Z]\d{2}(\.\d{1,4})?", token) or token.upper() in _SCP_CODES:
+            codes.append(token.upper())
+        elif re.fullmatch(r"\d{6,18}", token) and _verhoeff_ok(token) and token != mrn:
+            codes.append(token)
+    return ",".join(codes) or None
+
+
+def _age(value: str) -> str | None:
+    """An age in years as a whole number, ages over 89 stored as 90."""
+    match = re.fullmatch(r"\s*>?\s*(\d{1,3})(?:\.\d+)?\s*(?:y|yr|yrs|years?)?\s*", value, re.I)
+    if not match:
+        return None
+    return str(min(int(match.group(1)), AGE_CAP))
+
+
+def _device(value: str) -> str | None:
+    """A device name made only of known device words and model numbers, else None."""
+    text = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._/\-]{0,39}", text):
+        return None
+    for word in re.split(r"[ ._/\-]+", text):
+        if not word:
+            continue
+        if word.isdigit() and len(word) >= 5:
+            return None  # a long number in a device name is an id, not a model
+        if not any(ch.isdigit() for ch in word) and word.lower() not in _DEVICE_WORDS:
+            return None
+    return text
+
+
+def whitelisted_fields(
+    header_fields: dict[str, str], comments: tuple[str, ...], mrn: str | None
+) -> dict[str, str]:
+    """The header-comment fields bronze may keep: age, sex, device, leads, diagnosis codes.
+
+    Everything else (free comments, names, dates, places, clinical free text) is dropped:
+    a WFDB comment line can hold anything a technician typed.
+
+    Args:
+        header_fields: ``key: value`` comments as parsed by the WFDB reader.
+        comments: every comment line (MIT-BIH style ``"69 M 1085 1629 x1"`` gives age/sex).
+        mrn: the record's MRN, which a diagnosis code must not equal.
+    """
+    out: dict[str, str] = {}
+    for raw_key, value in header_fields.items():
+        key = raw_key.strip().lower().replace(" ", "_")
+        if key == "age" and (age := _age(value)):
+            out.setdefault("age", age)
+        elif key in {"sex", "gender"} and value.strip().lower() in _SEX:
+            out.setdefault("sex", _SEX[value.strip().lower()])
+        elif key in {"device", "device_model", "recorder"} and (device := _device(value)):
+            out.setdefault("device", device)
+        elif key in {"leads", "n_leads"} and re.fullmatch(r"\d{1,2}", value.strip()):
+            out.setdefault("leads", value.strip())
+        elif key in _DX_KEYS and (codes := _diagnosis_codes(value, mrn)):
+            out.setdefault("dx", codes)
+    for comment in comments:  # MIT-BIH: "<age> <sex> <gain> <gain> x1"
+        words = comment.split()
+        if ":" not in comment and len(words) >= 2 and words[1].lower() in {"m", "f"}:
+            if (age := _age(words[0])) is not None:
+                out.setdefault("age", age)
+                out.setdefault("sex", _SEX[words[1].lower()])
+    return out
+
+
 def _wfdb_reason(message: str) -> str:
     """Quarantine reason of a :func:`read_wfdb` error (its messages name the defect)."""
     text = message.lower()
@@ -101,32 +219,27 @@ def _wfdb_reason(message: str) -> str:
     return "decode_failed"
 
 
-def _from_wfdb(uri: str, context: dict[str, Any]) -> EcgSource:
+def _from_wfdb(uri: str, context: dict[str, Any], limits: ReadLimits) -> EcgSource:
     try:
-        record = read_wfdb(Path(uri).with_suffix(""))
+        record = read_wfdb(Path(uri).with_suffix(""), limits=limits)
         signals, names, fs = record.ecg_matrix()
+    except InputError:
+        raise
     except ValueError as exc:
         reason = "no_ecg_channel" if "no ECG channel" in str(exc) else _wfdb_reason(str(exc))
-        raise InputError(reason, str(exc), uri=uri) from exc
-    fields: dict[str, str] = {}
+        raise InputError(reason, _no_comments(str(exc)), uri=uri) from exc
     mrn = context.get("mrn")
     for key, value in record.header_fields.items():
-        key = key.strip().lower().replace(" ", "_")
-        if _PHI_KEYS.match(key):
+        if _MRN_KEYS.match(key.strip().lower().replace(" ", "_")):
             mrn = mrn or value.strip()
-        else:
-            fields[key] = value
-    for j, comment in enumerate(record.comments):
-        if ":" not in comment:  # free comments (MIT-BIH: "69 M 1085 1629 x1")
-            fields[f"comment_{j + 1}"] = comment.strip()
-    device = context.get("device") or fields.get("device")
+    fields = whitelisted_fields(record.header_fields, record.comments, mrn)
+    device = _device(str(context.get("device") or "")) or fields.get("device")
     if device:
-        fields["device"] = str(device)
+        fields["device"] = device
     acquired = record.base_datetime
     if acquired is None and context.get("recording_date"):
         acquired = datetime.fromisoformat(str(context["recording_date"]))
     header = {
-        "record_name": record.record_name,
         "n_sig": len(record.channels),
         "fs": float(fs),
         "frame_fs": float(record.frame_fs),
@@ -148,6 +261,11 @@ def _from_wfdb(uri: str, context: dict[str, Any]) -> EcgSource:
         header=header,
         mrn=mrn,
     )
+
+
+def _no_comments(message: str) -> str:
+    """A reader message without anything quoted from the header (only the problem)."""
+    return message[:300]
 
 
 def _device_kind(n_leads: int, device: str | None) -> str:

@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.readers import EchoClip, InputError, load_echonet_index, read_dicom, read_echonet_avi
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits
 
 # one EchoNet index read per Python worker and folder, not one per video
 _ECHONET_INDEX: dict[Path, dict[str, Any]] = {}
 
 
-def read_echo_clip(uri: str, fmt: str) -> EchoClip:
+def read_echo_clip(uri: str, fmt: str, *, limits: ReadLimits = DEFAULT_LIMITS) -> EchoClip:
     """Decode an echo clip.
 
     Args:
         uri: a DICOM file, or an AVI inside an EchoNet ``Videos/`` folder.
         fmt: ``"echonet_avi"`` or ``"dicom"``.
+        limits: size caps checked before frames are allocated.
 
     Returns:
         The clip; EchoNet metadata comes from ``FileList.csv``/``VolumeTracings.csv`` beside
@@ -29,8 +31,8 @@ def read_echo_clip(uri: str, fmt: str) -> EchoClip:
         root = Path(uri).parent.parent
         if root not in _ECHONET_INDEX:
             _ECHONET_INDEX[root] = load_echonet_index(root)
-        return read_echonet_avi(uri, _ECHONET_INDEX[root].get(Path(uri).stem))
-    clip = read_dicom(uri)
+        return read_echonet_avi(uri, _ECHONET_INDEX[root].get(Path(uri).stem), limits=limits)
+    clip = read_dicom(uri, limits=limits)
     if not isinstance(clip, EchoClip):
         raise InputError("unsupported_sop_class", "expected an echo", uri=uri)
     return clip

@@ -11,17 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import lake, tables
 from cardiolake.domain import FINDINGS, STANDARD_LEADS
 from pipelines import schemas
-from pipelines.quarantine import GATE_STAGE_PREFIX, merge_new
+from pipelines.quarantine import GATE_STAGE_PREFIX, merge_new, quarantine_rows, write_quarantine
 from pipelines.settings import IngestSettings
 from pipelines.signal.alignment import AlignmentSettings, align_recording
 
@@ -39,6 +41,29 @@ def split_column(patient: Column, shares: tuple[float, float, float]) -> Column:
     return (
         F.when(bucket < train, "train").when(bucket < train + val, "validation").otherwise("test")
     )
+
+
+#: The alignment task's output: alignment rows, or one row per pair that aligned nothing.
+ALIGNMENT_TASK_OUTPUT = StructType(
+    [
+        *schemas.ALIGNMENT.fields,
+        StructField("unaligned_reason", StringType()),
+        StructField("echo_source_uri", StringType()),
+    ]
+)
+
+
+def unaligned_reason(
+    rpeaks_s: np.ndarray, ed_s: np.ndarray, frame_times_s: np.ndarray, r_wave_s: np.ndarray | None
+) -> str:
+    """Why a concurrent ECG/echo pair gave no aligned beat (a quarantine reason)."""
+    if np.asarray(rpeaks_s).size == 0:
+        return "unaligned: no_ecg_rpeaks"
+    if np.asarray(frame_times_s).size == 0 or np.asarray(ed_s).size == 0:
+        return "unaligned: no_echo_keyframes"
+    if r_wave_s is not None and np.isfinite(np.asarray(r_wave_s, dtype=float)).sum() >= 2:
+        return "unaligned: r_wave_contradicts_keyframes"
+    return "unaligned: no_phase_match"
 
 
 def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: str) -> pd.DataFrame:
@@ -61,6 +86,24 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
             ecg_duration_s=float(pair["duration_s"]),
             settings=settings,
         )
+        if not result.beats:
+            # nothing vanishes: the pair is quarantined with the reason it did not align
+            key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|unaligned"
+            out.append(
+                {
+                    "alignment_key": hashlib.sha256(key.encode()).hexdigest(),
+                    "patient_key": pair["patient_key"],
+                    "ecg_record_key": pair["ecg_record_key"],
+                    "echo_record_key": pair["echo_record_key"],
+                    "sync_source": result.sync_source,
+                    "run_id": run_id,
+                    "unaligned_reason": unaligned_reason(
+                        np.asarray(pair["rpeaks"], dtype=float), ed, times,
+                        None if r_wave is None else np.asarray(r_wave, dtype=float),
+                    ),
+                    "echo_source_uri": pair.get("echo_source_uri"),
+                }
+            )  # fmt: skip
         for beat in result.beats:
             key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|{beat.beat_index}"
             out.append(
@@ -81,9 +124,11 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
                     "ecg_hr_bpm": _f(result.ecg_hr_bpm),
                     "echo_cycle_bpm": _f(result.echo_cycle_bpm),
                     "run_id": run_id,
+                    "unaligned_reason": None,
+                    "echo_source_uri": None,
                 }
             )
-    return pd.DataFrame(out, columns=schemas.ALIGNMENT.fieldNames())
+    return pd.DataFrame(out, columns=ALIGNMENT_TASK_OUTPUT.fieldNames())
 
 
 def _f(value: Any) -> float | None:
@@ -137,6 +182,7 @@ def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame
         "es_times_s",
         "r_wave_times_s",
         "synchronized",
+        F.col("source_uri").alias("echo_source_uri"),
     )
     slack = float(settings.max_clock_offset_s)
     start = F.col("ecg_time").cast("double")
@@ -168,8 +214,31 @@ def build_alignment(spark: SparkSession, settings: IngestSettings, *, run_id: st
         for frame in frames:
             yield _alignment_rows(frame, align_settings, run_id)
 
-    rows = pairs.repartition(settings.task_slices).mapInPandas(run, schemas.ALIGNMENT)
-    return merge_new(rows, tables.ALIGNMENT, settings.lake_root, keys=["alignment_key"])
+    out = pairs.repartition(settings.task_slices).mapInPandas(run, ALIGNMENT_TASK_OUTPUT).persist()
+    try:
+        rows = out.where(F.col("unaligned_reason").isNull()).select(*schemas.ALIGNMENT.fieldNames())
+        added = merge_new(rows, tables.ALIGNMENT, settings.lake_root, keys=["alignment_key"])
+        unaligned = out.where(F.col("unaligned_reason").isNotNull()).select(
+            F.coalesce("echo_source_uri", F.lit("")).alias("source_uri"),
+            F.col("echo_record_key").alias("sha256"),
+            F.concat_ws("|", "ecg_record_key", "echo_record_key").alias("row_id"),
+            F.lit("ecg_echo_pair").alias("input_kind"),
+            F.col("unaligned_reason").alias("reason"),
+            F.concat(
+                F.lit("ECG "), "ecg_record_key", F.lit(" and echo "), "echo_record_key",
+                F.lit(" overlap in time but no beat aligned (sync tried: "), "sync_source",
+                F.lit(")"),
+            ).alias("detail"),
+        )  # fmt: skip
+        write_quarantine(
+            quarantine_rows(
+                unaligned, stage="gold_alignment", run_id=run_id, now=datetime.now(UTC)
+            ),
+            settings.lake_root,
+        )
+    finally:
+        out.unpersist()
+    return added
 
 
 def _ecg_columns(prefix: str = "") -> list[Column]:

@@ -7,10 +7,13 @@ to ingest, an index that enriches records, or an unknown file that goes to quara
 
 from __future__ import annotations
 
-import csv
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from pipelines.csv_format import CsvDialect, header_columns, sniff_csv
 
 SourceFormat = Literal[
     "wfdb", "dicom", "echonet_avi", "labs_csv", "notes_csv", "labels_csv", "unknown"
@@ -41,6 +44,9 @@ class SourceFile:
     uri: str  # absolute path of the main file
     format: SourceFormat
     companions: tuple[str, ...] = ()  # other files of the same record (WFDB signal files)
+    problem: str | None = None  # a quarantine reason the scan already knows (symlink loop)
+    problem_detail: str = ""
+    dialect: CsvDialect | None = None  # for CSV exports: encoding and delimiter
 
 
 @dataclass
@@ -58,11 +64,7 @@ class LandingInventory:
 
 
 def _csv_kind(path: Path) -> str | None:
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            header = set(next(csv.reader(fh), []))
-    except OSError:
-        return None
+    header = set(header_columns(path))
     for kind, needed in _CSV_KINDS:
         if needed <= header:
             return kind
@@ -100,11 +102,9 @@ def scan_landing(root: Path) -> LandingInventory:
     if not root.is_dir():
         raise FileNotFoundError(f"landing zone {root} does not exist")
     inventory = LandingInventory(root=root.resolve())
-    files = sorted(
-        p.resolve()
-        for p in root.rglob("*")
-        if p.is_file() and not IGNORED_DIRS.intersection(p.relative_to(root).parts)
-    )
+    found, problems = _walk(root)
+    files = sorted(set(found))
+    inventory.unknown.extend(problems)
     claimed: set[str] = set()
     for path in files:
         if path.suffix.lower() == ".hea":
@@ -127,7 +127,9 @@ def scan_landing(root: Path) -> LandingInventory:
         elif suffix == ".csv":
             kind = _csv_kind(path)
             if kind in {"labs_csv", "notes_csv", "labels_csv"}:
-                inventory.records.append(SourceFile(str(path), kind))  # type: ignore[arg-type]
+                inventory.records.append(
+                    SourceFile(str(path), kind, dialect=sniff_csv(path))  # type: ignore[arg-type]
+                )
             elif kind is not None:
                 inventory.indexes.setdefault(kind, []).append(path)
             else:
@@ -148,6 +150,77 @@ def scan_landing(root: Path) -> LandingInventory:
             inventory.unknown.append(SourceFile(str(path), "unknown"))
     inventory.records.sort(key=lambda r: r.uri)
     return inventory
+
+
+def _walk(root: Path) -> tuple[list[Path], list[SourceFile]]:
+    """Every regular file under ``root`` (symlinks followed once), and the paths that fail.
+
+    A symbolic link that loops, dangles or leads back into a folder already walked, a folder
+    that cannot be listed and anything that is no regular file (a FIFO would block a reader)
+    come back as unknown inputs with a quarantine reason, so nothing is silently dropped.
+    """
+    files: list[Path] = []
+    problems: list[SourceFile] = []
+    walked: set[Path] = {root.resolve()}
+    stack = [root]
+
+    def problem(path: Path, reason: str, detail: str) -> None:
+        problems.append(
+            SourceFile(str(path.absolute()), "unknown", problem=reason, problem_detail=detail)
+        )
+
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            problem(folder, "unreadable_path", f"folder cannot be listed ({exc.strerror})")
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if IGNORED_DIRS.intersection(path.relative_to(root).parts):
+                continue
+            try:
+                if entry.is_symlink():
+                    try:
+                        target = path.resolve(strict=True)
+                    except RuntimeError:
+                        problem(path, "symlink_loop", "symbolic link loops back on itself")
+                        continue
+                    except OSError as exc:
+                        if exc.errno == errno.ELOOP:
+                            problem(path, "symlink_loop", "symbolic link loops back on itself")
+                        elif exc.errno == errno.ENOENT:
+                            problem(path, "broken_symlink", "symbolic link target is missing")
+                        else:
+                            problem(
+                                path, "unreadable_path", f"link cannot be followed ({exc.strerror})"
+                            )
+                        continue
+                    if target.is_dir():
+                        if target in walked or target in root.resolve().parents:
+                            problem(
+                                path,
+                                "symlink_loop",
+                                "symbolic link leads to a folder already walked",
+                            )
+                        else:
+                            walked.add(target)
+                            stack.append(path)
+                    elif target.is_file():
+                        files.append(target)
+                    else:
+                        problem(path, "unreadable_path", "not a regular file")
+                elif entry.is_dir(follow_symlinks=False):
+                    walked.add(path.resolve())
+                    stack.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(path.resolve())
+                else:
+                    problem(path, "unreadable_path", "not a regular file")
+            except OSError as exc:
+                problem(path, "unreadable_path", f"cannot be inspected ({exc.strerror})")
+    return files, problems
 
 
 def _looks_like_dicom(path: Path) -> bool:

@@ -9,11 +9,9 @@ disagreements, orphan patients and early labels are kept for the labels gate).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -39,6 +37,7 @@ from pipelines.tabular import (
     normalize_lab,
     parse_label,
 )
+from pipelines.tabular.deid_verify import verify_note
 from pipelines.tabular.labels import resolve_exam_labels
 
 _OUTCOME = [StructField(n, StringType()) for n in ("target", "reason", "detail")]
@@ -155,17 +154,18 @@ def silver_labs(
         done.unpersist()
 
 
-def _patient_names(inventory: LandingInventory) -> dict[str, list[str]]:
-    """MRN -> name parts from the master patient index, used only to scrub notes in memory."""
-    names: dict[str, list[str]] = {}
-    for path in inventory.indexes.get("patient_index", []):
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                parts = [
-                    p.strip() for p in row.get("name", "").replace("^", ",").split(",") if p.strip()
-                ]
-                names[row["mrn"]] = parts
-    return names
+def _patient_identities(inventory: LandingInventory) -> dict[str, tuple[list[str], list[str]]]:
+    """MRN -> (names, birth dates) from the master patient index, to scrub notes in memory."""
+    from pipelines.bronze_tabular import read_index
+
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for row in read_index(inventory, "patient_index")[0]:
+        names, births = out.setdefault(row["mrn"], ([], []))
+        if row.get("name"):
+            names.append(row["name"])
+        if row.get("birth_date"):
+            births.append(row["birth_date"])
+    return out
 
 
 def silver_notes(
@@ -187,35 +187,63 @@ def silver_notes(
     uris = [s.uri for s in inventory.by_format("notes_csv")]
     if todo is None or not uris:
         return 0, {}
-    names = _patient_names(inventory)
+    identities = _patient_identities(inventory)
     texts = (
         read_export(spark, "notes_csv", uris)
         .where(F.col("_corrupt_record").isNull())
         .select("record_key", "mrn", "text")
     )
+    result = StructType([StructField("text", StringType()), StructField("problems", StringType())])
 
-    @F.udf(returnType=StringType())
-    def scrub(text: str | None, mrn: str | None) -> str | None:
+    @F.udf(returnType=result)
+    def scrub(text: str | None, mrn: str | None) -> tuple[str | None, str | None]:
         if text is None:
-            return None
-        return deidentify_note(
-            text, known_names=names.get(mrn or "", []), known_mrns=[mrn] if mrn else []
-        )
-
-    rows = todo.join(texts, "record_key").withColumns(
-        {
-            "text": scrub(F.col("text"), F.col("mrn")),
-            "note_time": F.to_timestamp("note_time"),
-            "run_id": F.lit(run_id),
+            return None, None
+        names, births = identities.get(mrn or "", ([], []))
+        known = {
+            "known_names": names,
+            "known_mrns": [mrn] if mrn else [],
+            "known_birth_dates": births,
         }
+        clean = deidentify_note(text, **known)
+        # an independent check; a note it flags is quarantined, never stored
+        problems = verify_note(clean, **known)
+        return clean, ",".join(problems) or None
+
+    scrubbed = (
+        todo.join(texts, "record_key")
+        .withColumn("_scrub", scrub(F.col("text"), F.col("mrn")))
+        .withColumns(
+            {
+                "text": F.col("_scrub.text"),
+                "_problems": F.col("_scrub.problems"),
+                "note_time": F.to_timestamp("note_time"),
+                "run_id": F.lit(run_id),
+            }
+        )
+        .drop("_scrub", "mrn")
+        .persist()
     )
-    added = merge_new(
-        schemas.conform(rows, schemas.NOTES),
-        tables.NOTES,
-        settings.lake_root,
-        keys=["record_key"],
-    )
-    return added, {}
+    try:
+        added = merge_new(
+            schemas.conform(scrubbed.where(F.col("_problems").isNull()), schemas.NOTES),
+            tables.NOTES,
+            settings.lake_root,
+            keys=["record_key"],
+        )
+        bad = scrubbed.where(F.col("_problems").isNotNull()).select(
+            "source_uri",
+            "record_key",
+            F.col("note_id").alias("row_id"),
+            F.lit("deid_verification_failed").alias("reason"),
+            F.concat(F.lit("identifier categories left after scrubbing: "), "_problems").alias(
+                "detail"
+            ),
+        )
+        quarantined = _quarantine(bad, "notes_csv", "silver_notes", settings, run_id, now)
+    finally:
+        scrubbed.unpersist()
+    return added, quarantined
 
 
 def exam_key(patient: str, exam_time: datetime) -> str:
@@ -342,7 +370,7 @@ def known_patients(
     """Keys of known patients: the master index, else everyone with an ECG or echo in bronze."""
     from pipelines.bronze_tabular import patient_index_keys
 
-    keys = patient_index_keys(inventory, settings.pseudonym_secret)
+    keys = patient_index_keys(inventory, settings.secret())
     if keys is not None:
         return keys
     found: set[str] = set()

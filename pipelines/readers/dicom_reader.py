@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,10 +30,11 @@ from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import DA, DT, TM, PersonName
 
 from pipelines.readers.errors import InputError
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits, check_size, inflated_size
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +71,40 @@ PHI_TAGS: frozenset[str] = frozenset(
         "DeviceSerialNumber", "StudyID", "RequestAttributesSequence",
     }
 )  # fmt: skip
-#: Technical attributes copied into the header when present (an allowlist, so an unexpected
-#: PHI-bearing attribute can never slip through).
-_HEADER_KEYWORDS: tuple[str, ...] = (
-    "SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName", "SoftwareVersions",
-    "ImageType", "BodyPartExamined", "SeriesDescription", "ProtocolName", "Rows", "Columns",
-    "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
-    "BitsAllocated", "BitsStored", "LossyImageCompression", "FrameIncrementPointer",
-    "FrameTime", "CineRate", "RecommendedDisplayFrameRate", "EffectiveDuration", "HeartRate",
-    "AcquisitionTimeSynchronized", "SynchronizationFrameOfReferenceUID",
-    "SynchronizationTrigger", "TimeSource", "TimeDistributionProtocol", "TimezoneOffsetFromUTC",
-)  # fmt: skip
+#: Technical attributes copied into the header when present and well-formed: an allow-list
+#: in the spirit of the PS3.15 Basic Application Level Confidentiality Profile, keeping only
+#: what the pipeline reads. Every value must match its pattern (numbers, UIDs, enumerated
+#: code strings), so no free text (descriptions, protocol and device names, labels, private
+#: tags) can carry an identifier through; the view is derived into a closed vocabulary.
+_NUMBER = r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?"
+_HEADER_PATTERNS: dict[str, str] = {
+    "SOPClassUID": r"[0-9.]{1,64}",
+    "Modality": r"(US|ECG|HD|IVUS|OT|XA|MR|CT)",
+    "ImageType": r"(ORIGINAL|DERIVED|PRIMARY|SECONDARY)",
+    "Rows": _NUMBER, "Columns": _NUMBER, "NumberOfFrames": _NUMBER, "SamplesPerPixel": _NUMBER,
+    "PhotometricInterpretation": r"(MONOCHROME1|MONOCHROME2|RGB|PALETTE COLOR|YBR_[A-Z0-9_]+)",
+    "PlanarConfiguration": _NUMBER, "BitsAllocated": _NUMBER, "BitsStored": _NUMBER,
+    "LossyImageCompression": r"0[01]", "FrameIncrementPointer": r"\([0-9A-F]{4},[0-9A-F]{4}\)",
+    "FrameTime": _NUMBER, "CineRate": _NUMBER, "RecommendedDisplayFrameRate": _NUMBER,
+    "EffectiveDuration": _NUMBER, "HeartRate": _NUMBER, "AcquisitionTimeSynchronized": r"[YN]",
+    "SynchronizationFrameOfReferenceUID": r"[0-9.]{1,64}",
+    "SynchronizationTrigger": r"(SOURCE|EXTERNAL|PASSTHRU|NO TRIGGER)",
+    "TimeSource": r"[A-Z0-9_ ]{1,16}", "TimeDistributionProtocol": r"(NTP|IRIG|GPS|SNTP|PTP)",
+    "TimezoneOffsetFromUTC": r"[+-]\d{4}", "BurnedInAnnotation": r"(YES|NO)",
+}  # fmt: skip
+_HEADER_KEYWORDS: tuple[str, ...] = tuple(_HEADER_PATTERNS)
+#: Echo views, canonical name -> words that name it in descriptions and view codes.
+_VIEWS: dict[str, tuple[str, ...]] = {
+    "A4C": ("a4c", "apical 4", "apical four", "4 chamber", "four chamber", "4ch"),
+    "A2C": ("a2c", "apical 2", "apical two", "2 chamber", "two chamber", "2ch"),
+    "A3C": ("a3c", "apical 3", "apical three", "3 chamber", "three chamber", "aplax"),
+    "A5C": ("a5c", "apical 5", "apical five", "5 chamber", "five chamber"),
+    "PLAX": ("plax", "parasternal long"),
+    "PSAX": ("psax", "parasternal short", "sax"),
+    "SUBCOSTAL": ("subcostal", "sc4c", "subxiphoid"),
+}
+#: Multiplex group labels the reader knows (anything else is reported as OTHER).
+_GROUP_LABELS = frozenset({"RHYTHM", "MEDIAN BEAT", "MEDIAN", "REPRESENTATIVE BEAT"})
 _FRAME_TIME = Tag(0x0018, 0x1063)
 _FRAME_TIME_VECTOR = Tag(0x0018, 0x1065)
 # (bits allocated, sample interpretation) -> little-endian dtype; mu/A-law (MB/AB) are audio.
@@ -266,10 +291,15 @@ def deidentified_header(ds: Dataset) -> dict[str, Any]:
         summary per multiplex group with ``ChannelNames`` normalised).
     """
     header: dict[str, Any] = {}
-    for keyword in _HEADER_KEYWORDS:
+    for keyword, pattern in _HEADER_PATTERNS.items():
         value = ds.get(keyword)
-        if value is not None and value != "":
-            header[keyword] = _jsonable(value)
+        if value is None or value == "":
+            continue
+        value = _jsonable(value)
+        items = value if isinstance(value, list) else [value]
+        kept = [v for v in items if re.fullmatch(pattern, str(v).strip())]
+        if kept and (keyword == "ImageType" or len(kept) == len(items)):
+            header[keyword] = kept if isinstance(value, list) else kept[0]
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" in meta:
         header["TransferSyntaxUID"] = str(meta.TransferSyntaxUID)
@@ -282,9 +312,9 @@ def deidentified_header(ds: Dataset) -> dict[str, Any]:
         header["NumberOfRWaves"] = int(np.atleast_1d(ds.RWaveTimeVector).size)
     if "FrameTimeVector" in ds:
         header["FrameTimeVectorLength"] = int(np.atleast_1d(ds.FrameTimeVector).size)
-    views = [item.get("CodeMeaning") for item in ds.get("ViewCodeSequence", [])]
-    if any(views):
-        header["ViewHints"] = [str(v) for v in views if v]
+    view = echo_view(ds)
+    if view is not None:
+        header["view"] = view
     regions = ds.get("SequenceOfUltrasoundRegions", [])
     if regions and regions[0].get("PhysicalUnitsXDirection") == 3:  # 3: centimetres
         header["PixelSpacingCm"] = [
@@ -297,6 +327,27 @@ def deidentified_header(ds: Dataset) -> dict[str, Any]:
     return redacted
 
 
+def echo_view(ds: Dataset) -> str | None:
+    """The echo view in a closed vocabulary (``A4C``, ``PLAX``, ...), or None.
+
+    Read from the View Code Sequence's meanings, the series description and the protocol
+    name; only the canonical name is kept, never the text it was found in.
+    """
+    texts = [str(item.get("CodeMeaning", "")) for item in ds.get("ViewCodeSequence", [])]
+    texts += [str(ds.get("SeriesDescription", "")), str(ds.get("ProtocolName", ""))]
+    for text in texts:
+        low = re.sub(r"[-_]", " ", text.lower())
+        for name, words in _VIEWS.items():
+            if any(re.search(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", low) for w in words):
+                return name
+    return None
+
+
+def _group_label(group: Dataset) -> str:
+    label = str(group.get("MultiplexGroupLabel", "")).strip().upper()
+    return label if label in _GROUP_LABELS else ("OTHER" if label else "")
+
+
 def _group_summary(group: Dataset) -> dict[str, Any]:
     channels = group.get("ChannelDefinitionSequence", [])
     units = {
@@ -305,14 +356,14 @@ def _group_summary(group: Dataset) -> dict[str, Any]:
         if ch.get("ChannelSensitivityUnitsSequence")
     }
     return {
-        "MultiplexGroupLabel": str(group.get("MultiplexGroupLabel", "")),
+        "MultiplexGroupLabel": _group_label(group),
         "NumberOfWaveformChannels": _jsonable(group.get("NumberOfWaveformChannels")),
         "NumberOfWaveformSamples": _jsonable(group.get("NumberOfWaveformSamples")),
         "SamplingFrequency": _jsonable(group.get("SamplingFrequency")),
         "WaveformBitsAllocated": _jsonable(group.get("WaveformBitsAllocated")),
         "WaveformSampleInterpretation": str(group.get("WaveformSampleInterpretation", "")),
-        "ChannelNames": [lead_name(ch) for ch in channels],
-        "ChannelSensitivityUnits": sorted(units),
+        "ChannelNames": [_safe_lead(lead_name(ch), i) for i, ch in enumerate(channels)],
+        "ChannelSensitivityUnits": sorted(u for u in units if u in _UNIT_TO_MV),
     }
 
 
@@ -320,7 +371,10 @@ def _group_summary(group: Dataset) -> dict[str, Any]:
 
 
 def read_dicom(
-    path: str | PathLike[str] | BinaryIO, *, uri: str | None = None
+    path: str | PathLike[str] | BinaryIO,
+    *,
+    uri: str | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> DicomEcg | EchoClip:
     """Read an ECG waveform or an ultrasound image DICOM file, dispatching on SOP Class.
 
@@ -328,14 +382,16 @@ def read_dicom(
         path: the file, or an open binary file (e.g. ``io.BytesIO`` of Spark's
             ``binaryFile`` content).
         uri: name to report in results and errors; defaults to ``str(path)``.
+        limits: size caps checked before anything is allocated.
 
     Returns:
         :class:`DicomEcg` for 12-lead / general / ambulatory ECG waveforms, :class:`EchoClip`
         for ultrasound (multi-frame) images.
 
     Raises:
-        InputError: ``missing_file``, ``io_error``, ``not_dicom``, ``unsupported_sop_class``
-            or any reason of the ECG and echo readers.
+        InputError: ``missing_file``, ``io_error``, ``not_dicom``, ``unsupported_sop_class``,
+            ``size_limit_exceeded``, ``memory_limit``, ``burned_in_annotation`` or any
+            reason of the ECG and echo readers.
 
     Example:
         >>> record = read_dicom("landing/echo/dicom/echo_0001.dcm")  # doctest: +SKIP
@@ -346,17 +402,26 @@ def read_dicom(
         uri = fspath(path)
     elif uri is None:
         uri = str(getattr(path, "name", "<stream>"))
+    try:
+        return _read_dicom(path, uri, limits)
+    except MemoryError as exc:
+        raise InputError("memory_limit", "decoding needs more memory than allowed", uri) from exc
+
+
+def _read_dicom(
+    path: str | PathLike[str] | BinaryIO, uri: str, limits: ReadLimits
+) -> DicomEcg | EchoClip:
     with _quiet_pydicom() as caught:
-        ds = _dcmread(path, uri)
+        ds = _dcmread(path, uri, limits)
         # A transfer cut short inside encapsulated pixel data makes pydicom drop the element
         # with only a warning; remember it so "no pixel data" can be reported as truncation.
         hit_eof = any("End of file" in str(w.message) for w in caught)
         sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
         try:
             if sop in ECG_SOP_CLASSES:
-                return _read_ecg(ds, uri)
+                return _read_ecg(ds, uri, limits)
             if sop in US_SOP_CLASSES:
-                return _read_echo(ds, uri, hit_eof=hit_eof)
+                return _read_echo(ds, uri, hit_eof=hit_eof, limits=limits)
         except InputError:
             raise
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
@@ -385,10 +450,42 @@ def _quiet_pydicom() -> Iterator[list[warnings.WarningMessage]]:
         pydicom.config.settings.reading_validation_mode = previous
 
 
-def _dcmread(path: str | PathLike[str] | BinaryIO, uri: str) -> Dataset:
+def check_dicom_file(
+    path: str | PathLike[str] | BinaryIO, uri: str, limits: ReadLimits = DEFAULT_LIMITS
+) -> None:
+    """File size and, for the deflated transfer syntax, the inflated size, before parsing.
+
+    Raises:
+        InputError: ``missing_file``, ``io_error`` or ``size_limit_exceeded``.
+    """
+    if not isinstance(path, str | PathLike):
+        return
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise InputError("missing_file", "file does not exist", uri) from exc
+    except OSError as exc:
+        raise InputError("io_error", type(exc).__name__, uri) from exc
+    check_size("file", size, limits.max_file_bytes, uri)
+    try:
+        with open(path, "rb") as fh:
+            pydicom.filereader.read_preamble(fh, force=True)
+            file_meta = pydicom.filereader._read_file_meta_info(fh)
+            if str(file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+                inflated_size(fh, limits.max_inflated_bytes, uri)
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - dcmread reports the precise parse failure next
+        return
+
+
+def _dcmread(path: str | PathLike[str] | BinaryIO, uri: str, limits: ReadLimits) -> Dataset:
     """Parse the file, mapping every failure to an :class:`InputError`."""
+    check_dicom_file(path, uri, limits)
     try:
         ds = pydicom.dcmread(path)
+    except MemoryError:
+        raise
     except FileNotFoundError as exc:
         raise InputError("missing_file", "file does not exist", uri) from exc
     except InvalidDicomError as exc:
@@ -472,7 +569,12 @@ def _channel_scale_mv(channel: Dataset, index: int, uri: str) -> tuple[float, fl
     return sensitivity * correction * _UNIT_TO_MV[unit], baseline * _UNIT_TO_MV[unit]
 
 
-def _read_ecg(ds: Dataset, uri: str) -> DicomEcg:
+def _safe_lead(name: str, index: int) -> str:
+    """A known lead name, or a neutral channel name (a free-text label never passes)."""
+    return name if name in _LEAD_NUMBERS.values() else f"CH{index + 1}"
+
+
+def _read_ecg(ds: Dataset, uri: str, limits: ReadLimits = DEFAULT_LIMITS) -> DicomEcg:
     groups = ds.get("WaveformSequence")
     if not groups:
         raise InputError("missing_attribute", "no Waveform Sequence", uri)
@@ -483,6 +585,7 @@ def _read_ecg(ds: Dataset, uri: str) -> DicomEcg:
     fs = _number(group, "SamplingFrequency")
     if not fs or fs <= 0:
         raise InputError("missing_attribute", "no positive SamplingFrequency", uri)
+    check_size("waveform", n_channels * n_samples, limits.max_waveform_samples, uri)
     interpretation = str(group.get("WaveformSampleInterpretation", ""))
     code = _WAVEFORM_DTYPES.get((bits, interpretation))
     if code is None:
@@ -509,7 +612,7 @@ def _read_ecg(ds: Dataset, uri: str) -> DicomEcg:
     counts = np.frombuffer(data[:expected], dtype=dtype).reshape(n_samples, n_channels)
     scales = np.array([_channel_scale_mv(ch, i, uri) for i, ch in enumerate(channels)])
     signals = (counts * scales[:, 0] + scales[:, 1]).astype(np.float32)
-    names = tuple(lead_name(ch) for ch in channels)
+    names = tuple(_safe_lead(lead_name(ch), i) for i, ch in enumerate(channels))
     if len(set(names)) != len(names):
         raise InputError("header_mismatch", f"duplicate lead names {names}", uri)
     header = deidentified_header(ds)
@@ -649,16 +752,52 @@ def _decode_frames(ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool) -> np
     return frames
 
 
-def _read_echo(ds: Dataset, uri: str, *, hit_eof: bool) -> EchoClip:
+def _check_declared_pixels(ds: Dataset, uri: str, n_frames: int, limits: ReadLimits) -> None:
+    """Declared frames x rows x columns x samples against the caps and the stored bytes."""
+    check_size("NumberOfFrames", n_frames, limits.max_frames, uri)
+    if "PixelData" not in ds:
+        return  # reported as no_pixel_data / pixel_data_truncated by the decoder
+    rows = _required_int(ds, "Rows", uri)
+    cols = _required_int(ds, "Columns", uri)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if min(rows, cols, spp, bits) < 1 or spp > 4 or bits > 64:
+        raise InputError("header_mismatch", f"image {rows}x{cols}x{spp} at {bits} bits", uri)
+    # decoding holds the codec's array, its grey copy and (for >8 bits) a float64 copy
+    per_sample = max(bits, 8) // 8 + (8 if bits > 8 else 1)
+    check_size("decoded pixels", n_frames * rows * cols * spp * per_sample,
+               limits.max_decoded_bytes, uri)  # fmt: skip
+    data = ds.get("PixelData")
+    if data is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
+        try:
+            n_fragments, _ = pydicom.encaps.parse_fragments(data)
+        except Exception as exc:  # noqa: BLE001 - a broken item structure
+            raise InputError("decode_failed", "malformed encapsulated pixel data", uri) from exc
+        if n_fragments < n_frames:
+            raise InputError(
+                "header_mismatch", f"{n_fragments} pixel fragments for {n_frames} frames", uri
+            )
+
+
+def _read_echo(
+    ds: Dataset, uri: str, *, hit_eof: bool, limits: ReadLimits = DEFAULT_LIMITS
+) -> EchoClip:
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        # text burned into the pixels (names, dates, MRNs) cannot be removed from the
+        # header; such clips are never promoted as clean
+        raise InputError("burned_in_annotation", "BurnedInAnnotation is YES", uri)
     declared = ds.get("NumberOfFrames")
     n_frames = 1 if declared is None or declared == "" else int(declared)
     if n_frames < 1:
         raise InputError("header_mismatch", f"NumberOfFrames {n_frames}", uri)
+    _check_declared_pixels(ds, uri, n_frames, limits)
     # Timing first: it is cheap, and a bad vector makes decoding pointless.
     times, fps = frame_times_s(ds, n_frames, uri)
     frames = _decode_frames(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
     r_wave = ds.get("RWaveTimeVector")
     r_wave_s = None
+    if r_wave is not None and np.atleast_1d(r_wave).size > limits.max_frames:
+        check_size("RWaveTimeVector", np.atleast_1d(r_wave).size, limits.max_frames, uri)
     if r_wave is not None and r_wave != "":
         r_wave_s = np.atleast_1d(np.asarray(r_wave, dtype=np.float64)) / 1000.0
     return EchoClip(

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipelines.readers.dicom_reader import EchoClip, resize_frames
 from pipelines.readers.errors import InputError
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits, check_size
 
 FILE_LIST = "FileList.csv"
 VOLUME_TRACINGS = "VolumeTracings.csv"
@@ -185,18 +186,34 @@ def load_echonet_index(
     return index
 
 
-def _read_video(path: Path, uri: str) -> tuple[np.ndarray, float]:
-    """All frames as ``(F, H, W)`` uint8 grey, and the container's frame rate."""
+def _read_video(
+    path: Path, uri: str, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, float]:
+    """All frames as ``(F, H, W)`` uint8 grey, and the container's frame rate.
+
+    The container's declared size is checked first and the decoded bytes are counted while
+    reading, so a video that declares or inflates to more than the caps stops early.
+    """
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise InputError("unreadable_video", "OpenCV cannot open the video", uri)
         container_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        check_size("video frames", declared, limits.max_frames, uri)
+        # a BGR frame is decoded before its grey copy: 4 bytes per pixel at the peak
+        check_size("decoded video", declared * width * height * 4, limits.max_decoded_bytes, uri)
         frames: list[np.ndarray] = []
+        total = 0
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
+            total += frame.size
+            check_size("decoded video", total, limits.max_decoded_bytes, uri)
+            check_size("video frames", len(frames) + 1, limits.max_frames, uri)
             # EchoNet stores grey as 3 equal BGR channels; luma of equal channels is exact.
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
     finally:
@@ -209,7 +226,11 @@ def _read_video(path: Path, uri: str) -> tuple[np.ndarray, float]:
 
 
 def read_echonet_avi(
-    path: str | PathLike[str], entry: EchonetEntry | None, *, uri: str | None = None
+    path: str | PathLike[str],
+    entry: EchonetEntry | None,
+    *,
+    uri: str | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> EchoClip:
     """Read one EchoNet AVI into an :class:`EchoClip` using its index row.
 
@@ -218,6 +239,7 @@ def read_echonet_avi(
         entry: its index row, e.g. ``index.get(entry_key(path))``; None means the video has
             no row in ``FileList.csv``.
         uri: name to report; defaults to ``str(path)``.
+        limits: size caps checked before and while frames are decoded.
 
     Returns:
         The clip: grey frames, ``frames_112``, frame times ``k / FPS`` (the index FPS, else
@@ -234,7 +256,7 @@ def read_echonet_avi(
         raise InputError("not_in_index", f"{entry_key(source)} has no {FILE_LIST} row", uri)
     if not source.is_file():
         raise InputError("missing_file", "file does not exist", uri)
-    frames, container_fps = _read_video(source, uri)
+    frames, container_fps = _read_video(source, uri, limits)
     n_frames = int(frames.shape[0])
     if entry.number_of_frames is not None and entry.number_of_frames != n_frames:
         raise InputError(

@@ -31,6 +31,12 @@ REASONS: frozenset[str] = frozenset(
         "empty_signal",  # an ECG record that holds no samples
         "unreadable_video",  # a video file that OpenCV cannot open or that has no frames
         "not_in_index",  # a video without its row in the dataset index (FileList.csv)
+        "size_limit_exceeded",  # declared or inflated size past a configured cap
+        "memory_limit",  # decoding ran out of the task's memory budget
+        "burned_in_annotation",  # an image whose pixels carry burned-in text (PHI)
+        "unreadable_path",  # a path that cannot be opened (permissions, I/O)
+        "symlink_loop",  # a symbolic link that points back into itself
+        "broken_symlink",  # a symbolic link whose target does not exist
     }
 )
 

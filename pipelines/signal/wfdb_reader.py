@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from pipelines.readers.errors import InputError
+from pipelines.readers.limits import DEFAULT_LIMITS, ReadLimits, check_size
+
 logger = logging.getLogger(__name__)
 
 #: Canonical spelling of ECG lead names, keyed by the lower-case name without spaces.
@@ -172,13 +175,17 @@ def parse_comments(comments: list[str] | tuple[str, ...]) -> dict[str, str]:
     return fields
 
 
-def read_wfdb(path: str | Path, *, verify_checksums: bool = True) -> WfdbRecord:
+def read_wfdb(
+    path: str | Path, *, verify_checksums: bool = True, limits: ReadLimits = DEFAULT_LIMITS
+) -> WfdbRecord:
     """Read a WFDB record (header plus signal files) at every channel's own rate.
 
     Args:
         path: the record path without extension (a trailing ``.hea`` or ``.dat`` is dropped).
         verify_checksums: compare each channel with its header checksum; mismatches are
             logged and listed in ``checksum_errors`` (WFDB's own tools warn, not fail).
+        limits: the header and the declared samples are checked against these caps and
+            against the signal files' sizes before any sample is read.
 
     Returns:
         The record with ECG channels in mV and lead names normalised.
@@ -200,6 +207,7 @@ def read_wfdb(path: str | Path, *, verify_checksums: bool = True) -> WfdbRecord:
     header_file = base.with_name(base.name + ".hea")
     if not header_file.is_file():
         raise ValueError(f"{header_file}: WFDB header file not found")
+    check_size("header file", header_file.stat().st_size, limits.max_header_bytes, str(header_file))
     try:
         header = wfdb.rdheader(str(base))
     except Exception as exc:  # wfdb raises many types for bad headers
@@ -208,6 +216,7 @@ def read_wfdb(path: str | Path, *, verify_checksums: bool = True) -> WfdbRecord:
         raise ValueError(f"{header_file}: multi-segment records are not supported")
     if not header.n_sig:
         raise ValueError(f"{header_file}: the header declares no signals")
+    _check_declared_samples(base.parent, header, header_file, limits)
     _check_signal_files(base.parent, header, header_file)
     try:
         record = wfdb.rdrecord(str(base), smooth_frames=False, physical=False)
@@ -280,6 +289,31 @@ def select_ecg_channel(record: WfdbRecord, lead: str | None = None) -> WfdbChann
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _check_declared_samples(
+    folder: Path, header: wfdb.Record, header_file: Path, limits: ReadLimits
+) -> None:
+    """Declared samples against the cap and, for any format, the signal files' sizes."""
+    uri = str(header_file)
+    check_size("signals", int(header.n_sig), 4096, uri)
+    spf = [int(x or 1) for x in (header.samps_per_frame or [1] * header.n_sig)]
+    if header.sig_len is None:
+        return  # wfdb infers the length from the file size, which bounds it
+    declared = int(header.sig_len) * sum(spf)
+    check_size("waveform samples", declared, limits.max_waveform_samples, uri)
+    stored = 0
+    for name in sorted({str(n) for n in header.file_name}):
+        data_file = folder / name
+        if data_file.is_file():
+            stored += data_file.stat().st_size
+    # no WFDB format (not even FLAC, 508-524) stores a sample in fewer than ~1/16 byte
+    if stored and declared > stored * 16:
+        raise InputError(
+            "header_mismatch",
+            f"{declared:,} samples declared for {stored:,} signal bytes",
+            uri,
+        )
 
 
 def _check_signal_files(folder: Path, header: wfdb.Record, header_file: Path) -> None:

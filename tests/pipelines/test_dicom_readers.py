@@ -347,9 +347,20 @@ def test_header_redacts_phi_in_free_text(clip, echo_files) -> None:
     state = clip[0]
     ds = pydicom.dcmread(echo_files["none"], stop_before_pixels=True)
     ds.SeriesDescription = f"A4C {state.mrn} {state.name.split('^')[0]}"
+    ds.ProtocolName = "Echo for Dr. Jane Roe, call 555-0134"
+    ds.Manufacturer = f"Acme {state.name.split('^')[0]}"
+    ds.OperatorsName = "Roe^Jane"
+    ds.add_new((0x0009, 0x1010), "LO", f"private {state.mrn}")  # a private tag
+    ds.ImageType = ["ORIGINAL", "PRIMARY", state.name.split("^")[0].upper()]
     header = deidentified_header(ds)
-    assert header["SeriesDescription"] == "A4C [removed] [removed]"
-    json.dumps(header)  # JSON-able
+    # free text never passes: only the view, in a closed vocabulary
+    assert header["view"] == "A4C"
+    for keyword in ("SeriesDescription", "ProtocolName", "Manufacturer", "OperatorsName"):
+        assert keyword not in header
+    assert header["ImageType"] == ["ORIGINAL", "PRIMARY"]
+    text = json.dumps(header)  # JSON-able
+    for secret in (state.mrn, state.name.split("^")[0], "Roe", "Jane", "555"):
+        assert secret.lower() not in text.lower()
 
 
 def test_malformed_patient_values_stay_out_of_logs(clip, echo_files, tmp_path, caplog) -> None:

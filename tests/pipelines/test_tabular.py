@@ -14,7 +14,7 @@ from cardiolake.cohort import clinical
 from cardiolake.cohort.corrupt import add_corrupt_corpus
 from cardiolake.cohort.latent import PatientState, patient_rng, sample_patient
 from cardiolake.cohort.settings import FINDINGS, CohortSettings
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, patient_key
+from cardiolake.pseudonym import patient_key
 from pipelines.tabular import (
     LAB_CATALOGUE,
     LabelVote,
@@ -32,6 +32,8 @@ from pipelines.tabular import (
 
 SETTINGS = CohortSettings()
 N_PATIENTS = 50
+
+_TEST_SECRET = "a-test-secret-of-sufficient-length"
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,7 @@ def _check_corrupt_rows(
     for row in labels:
         assert defects[row["label_id"]] == "label_unknown_patient"
         assert isinstance(parse_label(row), LabelVote)  # a well-formed row ...
-        assert patient_key(row["mrn"], DEVELOPMENT_SECRET) not in known  # ... of nobody known
+        assert patient_key(row["mrn"], _TEST_SECRET) not in known  # ... of nobody known
 
 
 def test_corrupt_tabular_rows_read_through_to_the_gates(patients) -> None:
@@ -170,7 +172,7 @@ def test_corrupt_tabular_rows_read_through_to_the_gates(patients) -> None:
         "SX0007": "lab_unknown_loinc",
         "LX0008": "label_unknown_patient",
     }
-    known = {patient_key(p.mrn, DEVELOPMENT_SECRET) for p in patients}
+    known = {patient_key(p.mrn, _TEST_SECRET) for p in patients}
     _check_corrupt_rows(defects, labs, [_CORRUPT_LABEL], known)
 
 
@@ -191,7 +193,7 @@ def test_generated_corrupt_corpus_rows_read_through_to_the_gates(tmp_path: Path,
     labs = _read_csv(tmp_path / "labs" / "labs.csv")
     labels = _read_csv(tmp_path / "labels" / "labels.csv")
     assert len(labs) == 2 and len(labels) == 1
-    known = {patient_key(p.mrn, DEVELOPMENT_SECRET) for p in patients}
+    known = {patient_key(p.mrn, _TEST_SECRET) for p in patients}
     _check_corrupt_rows(defects, labs, labels, known)
 
 
