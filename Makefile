@@ -51,8 +51,9 @@ demo: $(STAMP) $(TRAIN_STAMP)
 	@echo "demo evaluation: every labelled demo patient (in-sample; see README for an external cohort)"
 	$(VENV)/bin/cardiolake evaluate --lake $(DEMO)/lake --split all --out $(DEMO)/evaluation
 	$(VENV)/bin/cardiolake model export --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake model promote --lake $(DEMO)/lake || echo "promotion refused: the bundle keeps the current champion"
-	$(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias champion --out $(DEMO)/bundle --overwrite
+	$(VENV)/bin/cardiolake model promote --lake $(DEMO)/lake || echo "promotion refused (see the gates above)"
+	$(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias champion --out $(DEMO)/bundle --overwrite \
+	  || $(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias challenger --out $(DEMO)/bundle --overwrite
 	$(VENV)/bin/cardiolake model verify-bundle $(DEMO)/bundle --lake $(DEMO)/lake
 	@echo "device bundle: $(DEMO)/bundle"
 	@echo "score a mobile recording as a device would (numpy + onnxruntime only):"

@@ -149,6 +149,7 @@ class _Job:
     min_seconds: float
     run_id: str
     scored_at: dt.datetime
+    done: frozenset[str] = frozenset()  # recording keys this version already scored
 
 
 def _model_path(job: _Job) -> str:
@@ -209,6 +210,8 @@ def score_file(uri: str, companions: list[str], job: _Job, session: Any) -> dict
         except OSError as exc:
             raise InputError("missing_file", str(exc.strerror), uri=uri) from exc
         row.update(source_sha256=sha, recording_key=sha)
+        if sha in job.done:
+            return {**row, "target": "skip"}
         source = read_ecg_source(uri, "wfdb" if uri.endswith(".hea") else "dicom")
         rec = Recording(Path(uri).name, float(source.fs), tuple(source.lead_names),
                         np.ascontiguousarray(source.signals_mv.T))  # fmt: skip
@@ -244,6 +247,8 @@ def score_row(row: dict[str, Any], job: _Job, session: Any) -> dict[str, Any]:
     base = {"source_uri": row.get("source_uri") or row["record_key"],
             "source_sha256": row.get("sha256"), "recording_key": row["record_key"],
             "patient_key": row.get("patient_key")}  # fmt: skip
+    if row["record_key"] in job.done:
+        return {**base, "target": "skip"}
     leads = [lead for lead in job.spec["leads"] if row.get(f"lead_{lead}") is not None]
     try:
         if not leads:
@@ -301,6 +306,7 @@ class ScoringResult:
     version: str
     scored: int
     inserted: int
+    skipped: int
     quarantined: dict[str, int]
     predictions_version: int | None
     drift: list[dict[str, Any]]
@@ -344,7 +350,7 @@ def score_cohort(
     run_id = uuid.uuid4().hex
     job = _Job(files.model.name, files.spec, files.name, files.version, files.alias,
                files.precision, secret, tuple(settings.reject_flags), settings.min_seconds,
-               run_id, dt.datetime.now(dt.UTC))  # fmt: skip
+               run_id, dt.datetime.now(dt.UTC), scored_keys(lake_root, files.version))  # fmt: skip
     spark.sparkContext.addFile(str(files.model))
     parts = settings.partitions or 4 * spark.sparkContext.defaultParallelism
     if landing is not None:
@@ -374,15 +380,30 @@ def score_cohort(
         )
     rows = [json.loads(r["payload"]) for r in out.collect()]
     predictions = [r for r in rows if r["target"] == "prediction"]
+    skipped = sum(1 for r in rows if r["target"] == "skip")
     rejected = [r for r in rows if r["target"] == "quarantine"]
     version_before = _version(tables.PREDICTIONS, lake_root)
     inserted = write_predictions(spark, predictions, job, lake_root)
     quarantined = write_rejections(spark, rejected, job, lake_root)
     figures, alert, png = monitor_run(spark, predictions, files, job, settings.drift, lake_root)
     version_after = _version(tables.PREDICTIONS, lake_root)
-    return ScoringResult(run_id, files.name, files.version, len(predictions), inserted,
+    return ScoringResult(run_id, files.name, files.version, len(predictions), inserted, skipped,
                          quarantined, version_after if version_after != version_before else None,
                          figures, alert, png)  # fmt: skip
+
+
+def scored_keys(lake_root: Path, version: str, model: str = DEVICE_MODEL) -> frozenset[str]:
+    """Recordings a re-run skips: scored by this version, or rejected by scoring unchanged."""
+    if not lake.table_exists(tables.PREDICTIONS, lake_root=lake_root):
+        return frozenset()
+    frame = lake.read_pandas(tables.PREDICTIONS, lake_root=lake_root,
+                             columns=["model_name", "model_version", "recording_key"])  # fmt: skip
+    hit = (frame["model_name"] == model) & (frame["model_version"] == version)
+    done = set(frame.loc[hit, "recording_key"].astype(str))
+    if lake.table_exists(tables.QUARANTINE, lake_root=lake_root):  # unchanged rejected files
+        q = lake.read_pandas(tables.QUARANTINE, lake_root=lake_root, columns=["stage", "sha256"])
+        done |= set(q.loc[(q["stage"] == STAGE) & q["sha256"].notna(), "sha256"].astype(str))
+    return frozenset(done)
 
 
 def _version(table: tables.Table, lake_root: Path) -> int | None:

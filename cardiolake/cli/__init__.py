@@ -1,17 +1,29 @@
-"""The ``cardiolake`` command line: one sub-app per command group."""
+"""The ``cardiolake`` command line: one sub-app per command group.
+
+Errors: :func:`main` turns a user's mistake (a :class:`~cardiolake.cli.errors.UserError`, a
+click usage error, or a third-party "not found" :func:`~cardiolake.cli.errors.user_message`
+recognises) into one line on stderr and exit status 2; any other exception into one line and
+status 1. ``-vv`` shows the traceback instead.
+"""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 import typer
 
 from cardiolake.cli.cohort import app as cohort_app
 from cardiolake.cli.ecg import app as ecg_app
+from cardiolake.cli.errors import FAILURE, USER_ERROR, UserError, user_message
 from cardiolake.cli.evaluate import evaluate
 from cardiolake.cli.features import app as features_app
 from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
 from cardiolake.cli.mlflow_ui import app as mlflow_app
 from cardiolake.cli.model import app as model_app
+from cardiolake.cli.lineage import lineage
 from cardiolake.cli.score import monitor, score
 from cardiolake.cli.train import app as train_app
 from cardiolake.cli.validate import validate
@@ -22,6 +34,7 @@ app = typer.Typer(
     help="Lakehouse ML data platform for cardiac triage.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,  # main() prints one line; -vv the plain traceback
 )
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(ecg_app, name="ecg")
@@ -35,6 +48,7 @@ app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(model_app, name="model")
 app.command(name="score")(score)
 app.command(name="monitor")(monitor)
+app.command(name="lineage")(lineage)
 
 
 @app.callback()
@@ -44,9 +58,62 @@ def _root(
     ),
 ) -> None:
     """Lakehouse ML data platform for cardiac triage."""
+    global _verbosity
+    _verbosity = verbose
     configure_logging(verbose)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+#: The -v count of the running command (set once the root options are parsed).
+_verbosity = 0
+
+__all__ = ["UserError", "app", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run a command, answer mistakes in one line.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: always; 0 on success, 2 on a user's mistake, 1 on a failure.
+    """
+    global _verbosity
+    _verbosity = 0
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="cardiolake",
+            standalone_mode=False,
+        )
+    except Exception as err:
+        kinds = {k.__name__ for k in type(err).__mro__}  # typer vendors its own click
+        if "NoArgsIsHelpError" in kinds:
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(USER_ERROR)
+        if "UsageError" in kinds:  # unknown option, bad value, missing argument
+            ctx = getattr(err, "ctx", None)
+            where = ctx.command_path if ctx is not None else "cardiolake"
+            _fail(f"{err.format_message()} (see `{where} --help`)", USER_ERROR)  # type: ignore[attr-defined]
+        if "ClickException" in kinds:
+            _fail(err.format_message(), err.exit_code)  # type: ignore[attr-defined]
+        if "Abort" in kinds:
+            _fail("aborted", FAILURE)
+        if _verbosity >= 2:
+            raise
+        message = user_message(err)
+        if message is not None:
+            _fail(message, USER_ERROR)
+        first = (str(err).strip().splitlines() or [""])[0]
+        _fail(
+            f"{type(err).__name__}: {first} (unexpected; rerun with -vv for the traceback)",
+            FAILURE,
+        )
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    # plain echo, not rich: a long message must stay one line, never wrapped
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)
+    sys.exit(status)

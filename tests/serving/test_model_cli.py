@@ -25,7 +25,10 @@ from tests.fixtures.trained import TRAIN_PYTHON
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
-EXPORT = ["--set", "latency_runs=50"]
+EXPORT = ["--set", "latency_runs=60"]
+#: The latency gate's logic is tested in test_gates; on this shared machine a neighbour's load
+#: must not decide whether the quality gate is tested
+PROMOTE = ["--set", "max_p95_ms=50"]
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -34,6 +37,10 @@ def _cli(*args: str) -> tuple[int, str]:
         mp.setenv("COLUMNS", "200")
         result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.output
+
+
+def _alias(client: mlflow.MlflowClient, alias: str) -> str:
+    return str(client.get_model_version_by_alias(DEVICE_MODEL, alias).version)
 
 
 def _client(root: Path) -> mlflow.MlflowClient:
@@ -78,8 +85,7 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
     for name in ("student.fp32.onnx", "student.int8.onnx"):
         assert v1.tags[f"cardiolake.sha256.{name}"] == v2.tags[f"cardiolake.sha256.{name}"]
     # the newest export is the challenger; the pyfunc flavour loads and scores
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHALLENGER).version == \
-        served["weak"]["version"]  # fmt: skip
+    assert _alias(client, CHALLENGER) == served["weak"]["version"]
     model = mlflow.pyfunc.load_model(f"models:/{DEVICE_MODEL}/{first['version']}")
     x = np.zeros((2, 6, 3000), np.float32)
     mask = np.ones((2, 6), np.float32)
@@ -90,28 +96,30 @@ def test_gates_refuse_a_worse_challenger_and_rollback_restores(served: dict) -> 
     root = str(served["lake"])
     client = _client(served["lake"])
     v1, v2, weak = (served[k]["version"] for k in ("first", "again", "weak"))
-    code, output = _cli("model", "promote", "--lake", root, "--version", v1)
+    code, output = _cli("model", "promote", "--lake", root, "--version", v1, *PROMOTE)
     assert code == 0, output
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHAMPION).version == v1
+    assert _alias(client, CHAMPION) == v1
     good = served["first"]["report"]["validation_auc"]
     bad = served["weak"]["report"]["validation_auc"]
     assert bad < good - 0.005, (bad, good)  # the weak model really is worse
-    code, output = _cli("model", "promote", "--lake", root)  # the challenger: weak
+    code, output = _cli("model", "promote", "--lake", root, *PROMOTE)  # the challenger: weak
     assert code == 1 and "refused" in output
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHAMPION).version == v1
+    assert _alias(client, CHAMPION) == v1
     tags = client.get_model_version(DEVICE_MODEL, weak).tags
     assert tags["cardiolake.gate.validation_auc"].startswith("FAIL")
     assert tags["cardiolake.gate.parity"].startswith("pass")
     assert tags["cardiolake.promotion"].startswith("refused (enforced)")
-    code, output = _cli("model", "promote", "--lake", root, "--version", weak, "--mode", "dry-run")
+    code, output = _cli(
+        "model", "promote", "--lake", root, "--version", weak, "--mode", "dry-run", *PROMOTE
+    )
     assert code == 0 and "dry run" in output
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHAMPION).version == v1
-    code, output = _cli("model", "promote", "--lake", root, "--version", v2)
+    assert _alias(client, CHAMPION) == v1
+    code, output = _cli("model", "promote", "--lake", root, "--version", v2, *PROMOTE)
     assert code == 0, output
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHAMPION).version == v2
+    assert _alias(client, CHAMPION) == v2
     code, output = _cli("model", "rollback", "--lake", root)
     assert code == 0, output
-    assert client.get_model_version_by_alias(DEVICE_MODEL, CHAMPION).version == v1
+    assert _alias(client, CHAMPION) == v1
     code, output = _cli("model", "rollback", "--lake", root)
     assert code == 2 and "replaced no earlier version" in " ".join(output.split())
     code, output = _cli("model", "list", "--lake", root, "--json")
@@ -124,7 +132,9 @@ def test_gates_refuse_a_worse_challenger_and_rollback_restores(served: dict) -> 
 def bundle(served: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "champion"
     root = str(served["lake"])
-    code, output = _cli("model", "promote", "--lake", root, "--version", served["first"]["version"])
+    code, output = _cli(
+        "model", "promote", "--lake", root, "--version", served["first"]["version"], *PROMOTE
+    )
     assert code == 0, output
     code, output = _cli("model", "bundle", "--lake", root, "--alias", CHAMPION, "--out", str(out))
     assert code == 0, output
