@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_dir, require_file, settings_from
 from cardiolake.cohort.settings import CohortSettings
 from cardiolake.config import build_settings
 
@@ -43,8 +44,11 @@ def generate(
     """Generate a synthetic cohort: 12-lead and mobile ECGs, echo cines, labs, notes, labels."""
     from cardiolake.cohort.generate import generate_cohort
 
-    settings = build_settings(
-        CohortSettings, config, "cohort", patients=patients, seed=seed,
+    require_file(config, option="--config")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file, not a folder", "pass a new or empty folder")
+    settings = settings_from(
+        build_settings, CohortSettings, config, "cohort", patients=patients, seed=seed,
         labeled_fraction=labeled_fraction, mobile_only_fraction=mobile_only,
         corrupt_fraction=corrupt_fraction, workers=workers,
     )  # fmt: skip
@@ -73,6 +77,7 @@ def describe(
     """Print counts, prevalence, reader kappa and attainable AUCs on a held-out split."""
     from cardiolake.cohort.describe import describe_cohort
 
+    _require_cohort(cohort_dir)
     summary = describe_cohort(cohort_dir)
     for title, values, fmt in (
         ("counts", summary.counts, "{:,}"),
@@ -102,5 +107,18 @@ def plot(
     """Draw a 12-lead strip with true R peaks above the echo LV-area curve with ED/ES marked."""
     from cardiolake.cohort.plot import plot_patient
 
-    path = plot_patient(cohort_dir, patient, out)
+    _require_cohort(cohort_dir)
+    try:
+        path = plot_patient(cohort_dir, patient, out)
+    except KeyError as err:
+        raise UserError(
+            str(err.args[0]), "pass a study id (CL000001), a 1-based number or an MRN of it"
+        ) from None
     console.print(f"wrote {path}")
+
+
+def _require_cohort(cohort_dir: Path) -> None:
+    fix = "pass a folder `cardiolake cohort generate --out` wrote"
+    require_dir(cohort_dir, option="COHORT_DIR", fix=fix)
+    if not (cohort_dir / "truth" / "patients.parquet").is_file():
+        raise UserError(f"{cohort_dir}: not a generated cohort (no truth/patients.parquet)", fix)

@@ -23,12 +23,24 @@ def rpeaks(
     as_json: bool = typer.Option(False, "--json", help="Print only a JSON list of sample indices."),
 ) -> None:
     """Detect R peaks; indices are at the record's own ECG sampling rate."""
+    from cardiolake.cli.errors import UserError
     from pipelines.ecg_source import read_ecg_source
     from pipelines.signal.rpeaks import detect_rpeaks_multilead
 
     is_dicom = record.suffix.lower() == ".dcm"
-    uri = str(record if is_dicom else record.with_suffix(".hea"))
-    source = read_ecg_source(uri, "dicom" if is_dicom else "wfdb")
+    path = record if is_dicom else record.with_suffix(".hea")
+    if not path.is_file():
+        raise UserError(
+            f"no ECG record {path}",
+            "pass a WFDB record (the .hea path, with or without .hea) or a DICOM ECG (.dcm)",
+        )
+    source = read_ecg_source(str(path), "dicom" if is_dicom else "wfdb")
+    n_leads = source.signals_mv.shape[1]
+    if lead is not None and not 0 <= lead < n_leads:
+        raise typer.BadParameter(
+            f"{lead} is not a channel of this {n_leads}-lead record (0..{n_leads - 1})",
+            param_hint="--lead",
+        )
     signals = source.signals_mv if lead is None else source.signals_mv[:, [lead]]
     peaks = detect_rpeaks_multilead(signals, source.fs)
     if as_json:

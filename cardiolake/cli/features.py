@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_applied, require_lake
 from cardiolake.config import resolve_lake
 
 if TYPE_CHECKING:
@@ -22,12 +23,29 @@ _ONLINE = typer.Option("sqlite", "--online", help="Online store: sqlite or redis
 _REDIS = typer.Option("localhost:6379", "--redis-url", help="Redis host:port[,db=N].")
 
 
-def _settings(lake: Path | None, online: str, redis_url: str) -> FeatureSettings:
+def _settings(
+    lake: Path | None,
+    online: str,
+    redis_url: str,
+    *,
+    need: tuple[str, ...] = (),
+    applied: bool = True,
+) -> FeatureSettings:
+    """The store settings, once the lake holds ``need`` and (``applied``) a Feast registry.
+
+    Raises:
+        UserError: no lake, a needed table missing, or features never applied.
+        typer.BadParameter: an unknown online store.
+    """
     from feature_repo.store import FeatureSettings
 
     if online not in ("sqlite", "redis"):
-        raise typer.BadParameter(f"--online must be sqlite or redis, got {online!r}")
-    return FeatureSettings(lake_root=resolve_lake(lake), online=online, redis_url=redis_url)  # type: ignore[arg-type]
+        raise typer.BadParameter(f"{online!r} is not sqlite or redis", param_hint="--online")
+    settings = FeatureSettings(lake_root=resolve_lake(lake), online=online, redis_url=redis_url)  # type: ignore[arg-type]
+    require_lake(settings.lake_root, need=need)  # before open_store writes lake/_feast
+    if applied:
+        require_applied(settings.feast_dir)
+    return settings
 
 
 @app.command("apply")
@@ -51,7 +69,7 @@ def apply_cmd(
     from feature_repo.feature_views import FEATURE_VIEWS
     from feature_repo.store import apply, open_store
 
-    settings = _settings(lake, online, redis_url)
+    settings = _settings(lake, online, redis_url, need=() if no_build else _SILVER, applied=False)
     if dry_run:
         console.print(
             f"would apply {len(FEATURE_VIEWS)} views and {len(FEATURE_SERVICES)} services "
@@ -59,13 +77,22 @@ def apply_cmd(
         )
         return
     from cardiolake.tables import get_table
+    from feature_repo.snapshot import EMBEDDING_TABLES
 
     encoders = {}
     for item in encoder or []:
         name, sep, version = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--encoder expects TABLE=NAME/N, got {item!r}")
-        encoders[get_table(name)] = version
+        try:
+            ref = get_table(name) if sep and version else None
+        except (KeyError, ValueError):
+            ref = None
+        if ref not in EMBEDDING_TABLES:
+            choices = ", ".join(t.name for t in EMBEDDING_TABLES)
+            raise typer.BadParameter(
+                f"{item!r} is not TABLE=NAME/N with TABLE one of {choices}",
+                param_hint="--encoder",
+            )
+        encoders[ref] = version
     snapshots = apply(open_store(settings), settings, build=not no_build, encoders=encoders)
     table = Table(title=f"feature sources under {settings.feast_dir}/snapshots/<table>")
     for col in ("table", "delta version", "encoder", "rows", "snapshot"):
@@ -83,10 +110,17 @@ def materialize(
     view: list[str] = typer.Option(None, "--view", help="Only these feature views."),
 ) -> None:
     """Load the latest features per patient into the online store."""
+    from feature_repo.feature_views import FEATURE_VIEWS
     from feature_repo.store import materialize as run
     from feature_repo.store import open_store
 
     settings = _settings(lake, online, redis_url)
+    names = [v.name for v in FEATURE_VIEWS]
+    for name in view or []:
+        if name not in names:
+            raise typer.BadParameter(
+                f"{name!r} is not one of {', '.join(names)}", param_hint="--view"
+            )
     run(open_store(settings), views=list(view) if view else None)
     console.print(f"materialized into {settings.online}")
 
@@ -103,7 +137,21 @@ def get(
     from feature_repo.store import get_online, open_store
 
     settings = _settings(lake, online, redis_url)
-    frame = get_online(open_store(settings), list(patient), features=service)
+    store = open_store(settings)
+    services = [s.name for s in store.list_feature_services()]
+    if service not in services:
+        raise typer.BadParameter(
+            f"{service!r} is not one of {', '.join(services)}", param_hint="--service"
+        )
+    frame = get_online(store, list(patient), features=service)
+    values = frame.drop(columns=["patient_key"])
+    empty = frame.loc[values.isna().all(axis=1), "patient_key"].tolist()
+    if empty:
+        raise UserError(
+            f"no online features of patient {', '.join(empty)}",
+            "check the pseudonymous key (`cardiolake lake tables`, silver.ecg patient_key) "
+            f"or run `cardiolake features materialize --online {online}`",
+        )
     for _, row in frame.iterrows():
         table = Table(title=f"patient {row['patient_key']}")
         table.add_column("feature")
@@ -135,34 +183,33 @@ def training_set_cmd(
     )
 
     if entities not in ("labels", "ecg"):
-        console.print(f"[red]error:[/] --entities must be labels or ecg, not {entities!r}")
-        raise typer.Exit(2)
+        raise typer.BadParameter(f"{entities!r} is not labels or ecg", param_hint="--entities")
     write = write_training_set if entities == "labels" else write_distillation_set
     distillation = "features.distillation_set"
 
-    settings = _settings(lake, "sqlite", "")
+    need = ("gold.examples_labeled",) if entities == "labels" else ()
+    settings = _settings(lake, "sqlite", "", need=need)
     if service not in TRAINING_SET_TABLES:
-        console.print(f"[red]error:[/] no training set for service {service!r}; "
-                      f"known: {', '.join(TRAINING_SET_TABLES)}")  # fmt: skip
-        raise typer.Exit(2)
+        known = ", ".join(TRAINING_SET_TABLES)
+        raise typer.BadParameter(
+            f"no training set for {service!r}; known: {known}", param_hint="--service"
+        )
     if dry_run:
         target = TRAINING_SET_TABLES[service] if entities == "labels" else distillation
         console.print(f"would join {service} onto the {entities} rows into {target} "
                       f"under {settings.lake_root}")  # fmt: skip
         return
-    from feast.errors import FeatureServiceNotFoundException
-
-    try:
-        written = write(open_store(settings), settings.lake_root, service=service)
-    except FeatureServiceNotFoundException:
-        console.print(f"[red]error:[/] feature service {service!r} is not registered in "
-                      f"{settings.feast_dir}: run `cardiolake features apply` first")  # fmt: skip
-        raise typer.Exit(2) from None
+    # a service missing from the registry: Feast's not-found error, answered by cli.main
+    written = write(open_store(settings), settings.lake_root, service=service)
     console.print(
         f"{written.table} v{written.version}: {written.rows:,} rows "
         f"({service} as of each {'label' if entities == 'labels' else 'ECG'} time; source "
         f"v{written.examples_version})"
     )
+
+
+#: The silver tables ``features apply`` builds the feature tables from.
+_SILVER = ("silver.labs", "silver.ecg")
 
 
 def _short(value: object) -> str:

@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_dir, require_file, settings_from
 from cardiolake.config import build_settings, load_yaml, resolve_lake
 from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV
 
 console = Console()
+_LANDING_FIX = "pass the folder a hospital export (or `cardiolake cohort generate --out`) wrote"
 
 
 def ingest(
@@ -41,20 +43,33 @@ def ingest(
     ),
 ) -> None:
     """Ingest a landing zone into Delta tables; ends with a summary of rows and quarantine."""
+    from expectations.settings import GateSettings
     from pipelines.job import GOLD_STEPS, STAGES
     from pipelines.landing import scan_landing
     from pipelines.settings import IngestSettings
 
+    require_dir(landing, option="--landing", fix=_LANDING_FIX)
+    if next(Path(landing).iterdir(), None) is None:
+        raise UserError(f"--landing {landing}: the folder is empty", _LANDING_FIX)
+    require_file(config, option="--config")
+    stages = tuple(stage) if stage else STAGES
+    unknown = set(stages) - set(STAGES) - set(GOLD_STEPS)
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown stage(s) {sorted(unknown)}; choose from {STAGES + GOLD_STEPS}",
+            param_hint="--stage",
+        )
     lake_root = resolve_lake(lake)
     secret = os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET)
     if secret == DEVELOPMENT_SECRET:
         console.print(
             f"[yellow]{SECRET_ENV} not set: using the development secret (synthetic data only)"
         )
-    extra = load_yaml(config, "ingest")
-    settings = IngestSettings(
-        landing=landing, lake_root=lake_root, pseudonym_secret=secret, **extra
+    extra = settings_from(load_yaml, config, "ingest")
+    settings = settings_from(
+        IngestSettings, landing=landing, lake_root=lake_root, pseudonym_secret=secret, **extra
     )
+    gate_settings = settings_from(build_settings, GateSettings, config, "gates")
     if dry_run:
         inventory = scan_landing(landing)
         table = Table(title=f"would ingest {landing} into {lake_root}")
@@ -69,12 +84,6 @@ def ingest(
         return
     from cardiolake.spark import SparkSettings, get_spark
 
-    stages = tuple(stage) if stage else STAGES
-    unknown = set(stages) - set(STAGES) - set(GOLD_STEPS)
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown stage(s) {sorted(unknown)}; choose from {STAGES + GOLD_STEPS}"
-        )
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
@@ -87,12 +96,11 @@ def ingest(
         # the quality gates sit between silver and gold: rows they fail are quarantined and
         # never promoted (gold skips them); the CLI, at the edge, may import every stage
         from expectations.promotion import ingest_with_gates
-        from expectations.settings import GateSettings
 
         result = ingest_with_gates(
             spark,
             settings,
-            gate_settings=build_settings(GateSettings, config, "gates"),
+            gate_settings=gate_settings,
             stages=stages,  # type: ignore[arg-type]
             gated=gates,
             on_step=step,

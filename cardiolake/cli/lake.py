@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_lake
 from cardiolake.config import resolve_lake
 
 app = typer.Typer(help="Inspect the lake's Delta tables.", no_args_is_help=True)
@@ -23,13 +24,11 @@ def list_tables(
     """List every table with its current version and row count."""
     from deltalake import DeltaTable
 
-    from cardiolake import lake as lake_io
-
     root = resolve_lake(lake)
     table = Table(title=f"tables under {root}")
     for col in ("table", "version", "rows", "files"):
         table.add_column(col, justify="right" if col != "table" else "left")
-    for t in lake_io.list_tables(root):
+    for t in require_lake(root):
         dt = DeltaTable(str(t.path(root)))
         rows = dt.to_pyarrow_dataset().count_rows()
         table.add_row(str(t), str(dt.version()), f"{rows:,}", str(len(dt.file_uris())))
@@ -46,12 +45,23 @@ def history(
 ) -> None:
     """Versions of a table: time, operation, rows added and removed."""
     from cardiolake import lake as lake_io
+    from cardiolake.tables import get_table
 
     root = resolve_lake(lake)
+    found = require_lake(root)
+    try:
+        ref = get_table(table_name)
+    except (KeyError, ValueError):
+        ref = None
+    if ref is None or ref not in found:
+        known = ", ".join(str(t) for t in found)
+        raise UserError(f"no table {table_name!r} in the lake {root}", f"one of {known}")
+    if limit < 1:
+        raise typer.BadParameter(f"{limit} is not a positive number", param_hint="--limit")
     table = Table(title=f"history of {table_name}")
     for col in ("version", "timestamp", "operation", "rows added", "rows removed"):
         table.add_column(col)
-    for entry in lake_io.table_history(table_name, lake_root=root, limit=limit):
+    for entry in lake_io.table_history(ref, lake_root=root, limit=limit):
         table.add_row(
             str(entry["version"]),
             str(entry["timestamp"]),

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from cardiolake.config import resolve_lake
-from cardiolake.tracking import TRACKING_ENV, tracking_uri, ui_command
+from cardiolake.tracking import TRACKING_ENV, mlflow_root, tracking_uri, ui_command
 
 app = typer.Typer(
     help="The lake's MLflow store (experiments of every stage).", no_args_is_help=True
@@ -27,7 +27,15 @@ def ui(
     print_only: bool = typer.Option(False, "--print", help="Only print the command."),
 ) -> None:
     """Start `mlflow ui` on the lake's tracking store (or $MLFLOW_TRACKING_URI)."""
+    from cardiolake.cli.errors import UserError
+
     root = resolve_lake(lake)
+    if os.environ.get(TRACKING_ENV) is None and not mlflow_root(root).is_dir():
+        raise UserError(
+            f"no MLflow store under {root}",
+            "run a training stage first (`cardiolake train pretrain`), or pass --lake "
+            f"or set {TRACKING_ENV}",
+        )
     cmd = ui_command(root, os.environ.get(TRACKING_ENV), port)
     console.print(" ".join(cmd))
     if not print_only:

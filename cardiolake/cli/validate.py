@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardiolake.cli.errors import require_file, require_lake, settings_from
 from cardiolake.config import build_settings, resolve_lake
 
 console = Console()
@@ -35,8 +36,12 @@ def validate(
     from expectations.runner import run_gates
     from expectations.settings import GateSettings
 
+    if layer is not None and layer not in ("silver", "gold"):
+        raise typer.BadParameter(f"{layer!r} is not silver or gold", param_hint="--layer")
     lake_root = resolve_lake(lake)
-    settings = build_settings(GateSettings, config, "gates")
+    require_lake(lake_root)
+    require_file(config, option="--config")
+    settings = settings_from(build_settings, GateSettings, config, "gates")
     spark = None
     if not dry_run:
         from cardiolake.spark import SparkSettings, get_spark
