@@ -59,6 +59,9 @@ demo: $(STAMP) $(TRAIN_STAMP)
 	@echo "score a mobile recording as a device would (numpy + onnxruntime only):"
 	@echo "  $(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')"
 	@$(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')
+	$(VENV)/bin/cardiolake score --lake $(DEMO)/lake --alias champion --landing $(DEMO)/landing/mobile
+	$(VENV)/bin/cardiolake monitor --lake $(DEMO)/lake || echo "drift past a threshold (see the figures above)"
+	$(VENV)/bin/cardiolake lineage latest --lake $(DEMO)/lake
 	@echo "MLflow runs (experiments cardiolake-pretrain, -align, -teacher, -student, -evaluate): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
 	@echo "open them with: $(VENV)/bin/cardiolake mlflow ui --lake $(DEMO)/lake"
 

@@ -58,6 +58,32 @@ class Lineage:
                 "runs": [r.__dict__ for r in self.runs], "raw_files": self.raw_files}  # fmt: skip
 
 
+def record_files(uri: str) -> list[Path]:
+    """A raw input's files in the order ingestion hashes them: a WFDB header, then the signal
+    files its lines name; any other input is its one file."""
+    path = Path(uri)
+    if path.suffix.lower() != ".hea":
+        return [path]
+    lines = [ln.split() for ln in path.read_text(errors="replace").splitlines()[1:]
+             if ln.strip() and not ln.lstrip().startswith("#")]  # fmt: skip
+    return [path, *(path.with_name(n) for n in dict.fromkeys(f[0] for f in lines if f))]
+
+
+def current_sha256(uri: str) -> str | None:
+    """The SHA-256 of a raw input as it is today (None when it is not reachable)."""
+    import hashlib
+
+    files = record_files(uri) if Path(uri).is_file() else []
+    if not files or not all(f.is_file() for f in files):
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def find_prediction(lake_root: Path, key: str) -> dict[str, Any]:
     """The prediction row with ``prediction_key`` == ``key``.
 
@@ -74,6 +100,19 @@ def find_prediction(lake_root: Path, key: str) -> dict[str, Any]:
     row["quality_flags"] = list(row.get("quality_flags") if row.get("quality_flags") is not None
                                 else [])  # fmt: skip
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def newest_prediction_key(lake_root: Path) -> str:
+    """The key of the most recently scored prediction.
+
+    Raises:
+        LineageError: nothing scored yet.
+    """
+    if not lake.table_exists(tables.PREDICTIONS, lake_root=lake_root):
+        raise LineageError(f"{lake_root} has no {tables.PREDICTIONS}: run `cardiolake score`")
+    frame = lake.read_pandas(tables.PREDICTIONS, lake_root=lake_root,
+                             columns=["prediction_key", "scored_at"])  # fmt: skip
+    return str(frame.sort_values(["scored_at", "prediction_key"])["prediction_key"].iloc[-1])
 
 
 def _run(client: Any, run_id: str) -> RunStep:
@@ -155,7 +194,8 @@ def raw_files_of(lake_root: Path, table: str, version: int) -> list[dict[str, st
 
 
 def lineage(lake_root: Path, key: str, *, raw_files: bool = True) -> Lineage:
-    """The lineage of a prediction key, or of a model version (``3``, ``v3``, ``name/3``).
+    """The lineage of a prediction key (``latest``: the newest), or of a model version (``3``,
+    ``v3``, ``name/3``).
 
     Raises:
         LineageError: the key names nothing.
@@ -163,6 +203,8 @@ def lineage(lake_root: Path, key: str, *, raw_files: bool = True) -> Lineage:
     from mlflow.exceptions import MlflowException
 
     prediction = None
+    if key == "latest":
+        key = newest_prediction_key(lake_root)
     if _PREDICTION_KEY.match(key):
         prediction = find_prediction(lake_root, key)
         version = str(prediction["model_version"])

@@ -347,38 +347,27 @@ def score_cohort(
     if (landing is None) == (table is None):
         raise ValueError("score either a landing folder or a table, not both or neither")
     files = fetch_model(settings.alias, cache or Path(lake_root) / "_serving", settings.precision)
-    run_id = uuid.uuid4().hex
-    job = _Job(files.model.name, files.spec, files.name, files.version, files.alias,
-               files.precision, secret, tuple(settings.reject_flags), settings.min_seconds,
-               run_id, dt.datetime.now(dt.UTC), scored_keys(lake_root, files.version))  # fmt: skip
+    job = make_job(files, settings, secret, scored_keys(lake_root, files.version))
+    run_id = job.run_id
     spark.sparkContext.addFile(str(files.model))
-    parts = settings.partitions or 4 * spark.sparkContext.defaultParallelism
     if landing is not None:
         tasks = landing_recordings(landing)
         if not tasks:
             raise ValueError(f"{landing}: no recordings (WFDB headers or DICOM files) found")
-        frame = spark.createDataFrame(
-            pd.DataFrame({"uri": [t[0] for t in tasks],
-                          "companions": [json.dumps(t[1]) for t in tasks]}))  # fmt: skip
-        out = frame.repartition(min(parts, len(tasks)), "uri").mapInPandas(
-            _landing_tasks(job), "target string, source_uri string, payload string"
-        )
+        rows = score_tasks(spark, tasks, job, settings.partitions)
     else:
         assert table is not None
+        parts = settings.partitions or 4 * spark.sparkContext.defaultParallelism
         source = lake.read_table(spark, table, lake_root=lake_root)
-        keep = [
-            "record_key",
-            "patient_key",
-            "fs",
-            *[f"lead_{lead}" for lead in files.spec["leads"]],
-        ]
+        leads = [f"lead_{lead}" for lead in files.spec["leads"]]
+        keep = ["record_key", "patient_key", "fs", *[c for c in leads if c in source.columns]]
         keep += [c for c in ("source_uri", "sha256") if c in source.columns]
         out = (
             source.select(*keep)
             .repartition(parts)
             .mapInPandas(_table_tasks(job), "target string, source_uri string, payload string")
         )
-    rows = [json.loads(r["payload"]) for r in out.collect()]
+        rows = [json.loads(r["payload"]) for r in out.collect()]
     predictions = [r for r in rows if r["target"] == "prediction"]
     skipped = sum(1 for r in rows if r["target"] == "skip")
     rejected = [r for r in rows if r["target"] == "quarantine"]
@@ -390,6 +379,34 @@ def score_cohort(
     return ScoringResult(run_id, files.name, files.version, len(predictions), inserted, skipped,
                          quarantined, version_after if version_after != version_before else None,
                          figures, alert, png)  # fmt: skip
+
+
+def make_job(files: ModelFiles, settings: ScoringSettings, secret: str,
+             done: frozenset[str] = frozenset()) -> _Job:  # fmt: skip
+    """The per-task constants of one scoring run."""
+    return _Job(files.model.name, files.spec, files.name, files.version, files.alias,
+                files.precision, secret, tuple(settings.reject_flags), settings.min_seconds,
+                uuid.uuid4().hex, dt.datetime.now(dt.UTC), done)  # fmt: skip
+
+
+def score_tasks(spark: Any, tasks: list[tuple[str, list[str]]], job: _Job,
+                partitions: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Score landing files on Spark (the model file must be in ``SparkFiles``): result rows."""
+    parts = partitions or 4 * spark.sparkContext.defaultParallelism
+    frame = spark.createDataFrame(
+        pd.DataFrame({"uri": [t[0] for t in tasks],
+                      "companions": [json.dumps(t[1]) for t in tasks]}))  # fmt: skip
+    out = frame.repartition(min(parts, len(tasks)), "uri").mapInPandas(
+        _landing_tasks(job), "target string, source_uri string, payload string"
+    )
+    return [json.loads(r["payload"]) for r in out.collect()]
+
+
+def score_loop(tasks: list[tuple[str, list[str]]], job: _Job, model: Path
+               ) -> list[dict[str, Any]]:  # fmt: skip
+    """The same scoring in one Python loop with one session (the benchmark's baseline)."""
+    session = _session(str(model))
+    return [score_file(uri, companions, job, session) for uri, companions in tasks]
 
 
 def scored_keys(lake_root: Path, version: str, model: str = DEVICE_MODEL) -> frozenset[str]:

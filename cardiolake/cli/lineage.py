@@ -15,15 +15,16 @@ err = Console(stderr=True)
 
 
 def lineage(
-    key: str = typer.Argument(..., help="A prediction key, or a model version (3, v3)."),
+    key: str = typer.Argument(
+        ..., help="A prediction key ('latest': the newest), or a model version (3, v3)."
+    ),
     lake: Path = typer.Option(None, "--lake", help="Lake holding predictions and registry."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole chain as JSON."),
     files: int = typer.Option(3, "--files", help="Raw files shown per table version."),
 ) -> None:
     """Walk prediction -> model version -> training runs -> Delta versions -> raw files."""
     from cardiolake.cli.model import _connect
-    from serving.device_script import sha256
-    from serving.lineage import LineageError
+    from serving.lineage import LineageError, current_sha256
     from serving.lineage import lineage as walk
 
     root = _connect(lake)
@@ -42,7 +43,7 @@ def lineage(
         node = top.add(f"prediction {p['prediction_key'][:16]}…: score {p['score']:.4f} -> "
                        f"{p['decision']} ({p['lead_set']}), scored {p['scored_at']}")  # fmt: skip
         src = Path(str(p["source_uri"]))
-        now = sha256(src) if src.is_file() else None
+        now = current_sha256(str(src))
         same = ("matches the file today" if now == p["source_sha256"]
                 else "file changed since" if now else "file not reachable here")  # fmt: skip
         node.add(f"raw file {src} sha256 {p['source_sha256']} ({same})")

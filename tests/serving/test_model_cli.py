@@ -16,57 +16,13 @@ import mlflow
 import numpy as np
 import pytest
 import wfdb
-from typer.testing import CliRunner
 
-from cardiolake.cli import app
 from cardiolake.cli.train import _REPO
-from cardiolake.tracking import CHALLENGER, CHAMPION, DEVICE_MODEL, tracking_uri
+from cardiolake.tracking import CHALLENGER, CHAMPION, DEVICE_MODEL
 from tests.fixtures.trained import TRAIN_PYTHON
+from tests.serving.helpers import PROMOTE, alias_version, cli, mlflow_client
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
-
-EXPORT = ["--set", "latency_runs=60"]
-#: The latency gate's logic is tested in test_gates; on this shared machine a neighbour's load
-#: must not decide whether the quality gate is tested
-PROMOTE = ["--set", "max_p95_ms=50"]
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.setenv("COLUMNS", "200")
-        result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def _alias(client: mlflow.MlflowClient, alias: str) -> str:
-    return str(client.get_model_version_by_alias(DEVICE_MODEL, alias).version)
-
-
-def _client(root: Path) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=tracking_uri(root), registry_uri=tracking_uri(root))
-
-
-@pytest.fixture(scope="module")
-def served(stage3: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two exports of the trained student and one of a barely trained one."""
-    root = tmp_path_factory.mktemp("serving") / "lake"
-    shutil.copytree(stage3["lake"], root)
-    out: dict = {"lake": root}
-    for name in ("first", "again"):
-        code, output = _cli("model", "export", "--lake", str(root), *EXPORT)
-        assert code == 0, output
-        out[name] = json.loads((root / "_mlflow" / "last_export.json").read_text())
-    # a worse model: random init, one epoch on a tenth of the labels
-    code, output = _cli("train", "student", "--lake", str(root), "--fresh", "--set",
-                        "distill=false", "--set", "init=random", "--set", "label_fraction=0.1",
-                        "--set", "run.epochs=1")  # fmt: skip
-    assert code == 0, output
-    weak_run = json.loads((root / "_mlflow" / "last_student.json").read_text())["run_id"]
-    code, output = _cli("model", "export", "--lake", str(root), "--student-run", weak_run, *EXPORT)
-    assert code == 0, output
-    out["weak"] = json.loads((root / "_mlflow" / "last_export.json").read_text())
-    return out
 
 
 def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
@@ -75,7 +31,7 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
     assert report["parity_max_abs"] <= 1e-4
     assert set(report["lead_sets"]) >= {"1", "2", "3", "6"}
     assert report["size_bytes"]["int8"] < report["size_bytes"]["fp32"] < 300 * 1024
-    client = _client(served["lake"])
+    client = mlflow_client(served["lake"])
     v1 = client.get_model_version(DEVICE_MODEL, first["version"])
     v2 = client.get_model_version(DEVICE_MODEL, again["version"])
     assert v1.tags["cardiolake.student_run"] == served["first"]["student_run"]
@@ -85,7 +41,7 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
     for name in ("student.fp32.onnx", "student.int8.onnx"):
         assert v1.tags[f"cardiolake.sha256.{name}"] == v2.tags[f"cardiolake.sha256.{name}"]
     # the newest export is the challenger; the pyfunc flavour loads and scores
-    assert _alias(client, CHALLENGER) == served["weak"]["version"]
+    assert alias_version(client, CHALLENGER) == served["weak"]["version"]
     model = mlflow.pyfunc.load_model(f"models:/{DEVICE_MODEL}/{first['version']}")
     x = np.zeros((2, 6, 3000), np.float32)
     mask = np.ones((2, 6), np.float32)
@@ -94,51 +50,38 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
 
 def test_gates_refuse_a_worse_challenger_and_rollback_restores(served: dict) -> None:
     root = str(served["lake"])
-    client = _client(served["lake"])
+    client = mlflow_client(served["lake"])
     v1, v2, weak = (served[k]["version"] for k in ("first", "again", "weak"))
-    code, output = _cli("model", "promote", "--lake", root, "--version", v1, *PROMOTE)
+    code, output = cli("model", "promote", "--lake", root, "--version", v1, *PROMOTE)
     assert code == 0, output
-    assert _alias(client, CHAMPION) == v1
+    assert alias_version(client, CHAMPION) == v1
     good = served["first"]["report"]["validation_auc"]
     bad = served["weak"]["report"]["validation_auc"]
     assert bad < good - 0.005, (bad, good)  # the weak model really is worse
-    code, output = _cli("model", "promote", "--lake", root, *PROMOTE)  # the challenger: weak
+    code, output = cli("model", "promote", "--lake", root, *PROMOTE)  # the challenger: weak
     assert code == 1 and "refused" in output
-    assert _alias(client, CHAMPION) == v1
+    assert alias_version(client, CHAMPION) == v1
     tags = client.get_model_version(DEVICE_MODEL, weak).tags
     assert tags["cardiolake.gate.validation_auc"].startswith("FAIL")
     assert tags["cardiolake.gate.parity"].startswith("pass")
     assert tags["cardiolake.promotion"].startswith("refused (enforced)")
-    code, output = _cli(
+    code, output = cli(
         "model", "promote", "--lake", root, "--version", weak, "--mode", "dry-run", *PROMOTE
     )
     assert code == 0 and "dry run" in output
-    assert _alias(client, CHAMPION) == v1
-    code, output = _cli("model", "promote", "--lake", root, "--version", v2, *PROMOTE)
+    assert alias_version(client, CHAMPION) == v1
+    code, output = cli("model", "promote", "--lake", root, "--version", v2, *PROMOTE)
     assert code == 0, output
-    assert _alias(client, CHAMPION) == v2
-    code, output = _cli("model", "rollback", "--lake", root)
+    assert alias_version(client, CHAMPION) == v2
+    code, output = cli("model", "rollback", "--lake", root)
     assert code == 0, output
-    assert _alias(client, CHAMPION) == v1
-    code, output = _cli("model", "rollback", "--lake", root)
+    assert alias_version(client, CHAMPION) == v1
+    code, output = cli("model", "rollback", "--lake", root)
     assert code == 2 and "replaced no earlier version" in " ".join(output.split())
-    code, output = _cli("model", "list", "--lake", root, "--json")
+    code, output = cli("model", "list", "--lake", root, "--json")
     rows = {r["version"]: r for r in json.loads(output)}
     assert rows[v1]["aliases"] == [CHAMPION]
     assert rows[weak]["gates"]["validation_auc"].startswith("FAIL")
-
-
-@pytest.fixture(scope="module")
-def bundle(served: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "champion"
-    root = str(served["lake"])
-    code, output = _cli(
-        "model", "promote", "--lake", root, "--version", served["first"]["version"], *PROMOTE
-    )
-    assert code == 0, output
-    code, output = _cli("model", "bundle", "--lake", root, "--alias", CHAMPION, "--out", str(out))
-    assert code == 0, output
-    return out
 
 
 def test_bundle_verifies_and_detects_every_kind_of_tampering(served: dict, bundle: Path,
@@ -149,13 +92,13 @@ def test_bundle_verifies_and_detects_every_kind_of_tampering(served: dict, bundl
                                       "preprocessing.json", "score_recording.py"}  # fmt: skip
     assert manifest["lineage"]["student_run"] == served["first"]["student_run"]
     assert manifest["lineage"]["delta_versions"]
-    assert _cli("model", "verify-bundle", str(bundle), "--lake", root)[0] == 0
+    assert cli("model", "verify-bundle", str(bundle), "--lake", root)[0] == 0
 
     def tampered(name: str, change) -> tuple[int, str]:
         copy = tmp_path / name
         shutil.copytree(bundle, copy)
         change(copy)
-        return _cli("model", "verify-bundle", str(copy), "--lake", root)
+        return cli("model", "verify-bundle", str(copy), "--lake", root)
 
     def flip_byte(folder: Path) -> None:
         path = folder / "student.int8.onnx"
