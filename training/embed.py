@@ -295,12 +295,13 @@ def embed_lake(settings: EmbedSettings, ctx: Context) -> dict[str, Any]:
     """
     import mlflow
 
+    from training.teacher import latest_teacher_run
     from training.tracking import PARENT_TAG, connect, latest_finished_run
 
     connect(ctx.lake_root, ctx.tracking)
     run_id = settings.encoder_run_id
     if run_id is None:
-        teacher = latest_finished_run("teacher", {})
+        teacher = latest_teacher_run(1.0)  # the teacher the evaluation scores with
         run_id = (mlflow.get_run(teacher).data.tags.get(PARENT_TAG) if teacher
                   else latest_finished_run("align"))  # fmt: skip
     if run_id is None:

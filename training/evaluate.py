@@ -8,7 +8,9 @@ patient of ``L``'s training set (Feast's point-in-time join at the label's time)
   leads) and on the patient's own mobile recording (the one nearest the exam; a 30 s strip is
   scored as the mean logit of its 10 s windows);
 * the same student architecture trained on labels alone (the distillation lift), and the
-  label-efficiency students (labels only, SSL-initialised or random, 10-100 % of labels).
+  label-efficiency students (labels only, SSL-initialised or random, 10-100 % of labels);
+* the semi-supervised students: SSL-initialised, distilled from a teacher that learnt from the
+  same fraction ``f`` < 1 of the labels (``student_semi``, variant ``distilled/align/f``).
 
 The models come from the MLflow registry of the tracking store (another lake's, for an
 external test cohort). Scores are calibrated probabilities; decisions use each model's own
@@ -39,7 +41,7 @@ from training.runner import Context
 from training.settings import DataSettings, EvaluateSettings
 from training.student import MOBILE_SECONDS, Student, lead_mask_of, recorded_samples
 from training.tabular import TabularSpec
-from training.teacher import TeacherInputs
+from training.teacher import TeacherInputs, latest_teacher_run
 from training.teacher import predict as teacher_logits
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,10 @@ def load_registered(registered: str, run_id: str) -> Loaded:
 
 
 def find_models(settings: EvaluateSettings) -> dict[str, Loaded]:
-    """Teacher, student, labels-only student and the label-efficiency students (newest each).
+    """Teacher, students, label-efficiency and semi-supervised students (the newest of each).
+
+    The teacher and the main students learnt from every label; a semi-supervised student at
+    fraction ``f`` counts only when its teacher learnt from ``f`` too.
 
     Raises:
         LookupError: no finished teacher or distilled student run.
@@ -100,7 +105,7 @@ def find_models(settings: EvaluateSettings) -> dict[str, Loaded]:
     from training.tracking import latest_finished_run
 
     out: dict[str, Loaded] = {}
-    teacher = settings.teacher_run_id or latest_finished_run("teacher", {})
+    teacher = settings.teacher_run_id or latest_teacher_run(1.0)
     if teacher is None:
         raise LookupError("no finished teacher run: run `cardiolake train teacher` first")
     out["teacher"] = load_registered(TEACHER_MODEL, teacher)
@@ -127,6 +132,13 @@ def find_models(settings: EvaluateSettings) -> dict[str, Loaded]:
             main = out.get("student_labels_only")
             if run is not None and (main is None or main.run_id != run):  # scored once
                 out[f"curve/{init}/{float(fraction)}"] = load_registered(STUDENT_MODEL, run)
+    for fraction in (f for f in settings.curve_fractions if f < 1):
+        tags = {"cardiolake.student_kind": "distilled", "cardiolake.init": "align",
+                "cardiolake.label_fraction": str(float(fraction)),
+                "cardiolake.teacher_label_fraction": str(float(fraction))}  # fmt: skip
+        run = latest_finished_run("student", tags)
+        if run is not None:
+            out[f"semi/align/{float(fraction)}"] = load_registered(STUDENT_MODEL, run)
     return out
 
 
@@ -338,9 +350,14 @@ def score_all(models: dict[str, Loaded], cohort: Cohort) -> pd.DataFrame:
     for key, loaded in models.items():
         if key == "teacher":
             continue
-        curve = key.startswith("curve/")
-        name = "student_labels_only" if curve else key
-        variant = "labels_only/" + key.removeprefix("curve/") if curve else str(loaded.card["kind"])
+        semi = key.startswith("semi/")
+        curve = key.startswith("curve/") or semi  # 1 and 6 leads only, no mobile
+        if semi:
+            name, variant = "student_semi", "distilled/" + key.removeprefix("semi/")
+        elif curve:
+            name, variant = "student_labels_only", "labels_only/" + key.removeprefix("curve/")
+        else:
+            name, variant = key, str(loaded.card["kind"])
         student: Student = loaded.model.student
         window = int(round(float(loaded.card["seconds"]) * float(loaded.card["input_fs"])))
         full = np.full(n, window)
@@ -497,11 +514,30 @@ def summarise(predictions: pd.DataFrame, n_boot: int) -> dict[str, Any]:
         if r["model"] == "student_labels_only" and r["input"] in (one, six)
         for init, fraction in [_curve_point(r["variant"])]
     ]  # fmt: skip
-    return {"results": results, "comparisons": comparisons, "label_efficiency": curve}
+    semi = [
+        {"init": init, "label_fraction": float(fraction), "input": r["input"], "auc": r["auc"],
+         "ci95": r["ci95"], "model_version": r["model_version"]}
+        for r in results
+        if r["model"] == "student_semi"
+        for init, fraction in [_curve_point(r["variant"])]
+    ]  # fmt: skip
+    for point in (p for p in semi if p["input"] == six):
+        # SSL init + a fraction of the labels (+ its teacher) against random init + every label
+        gap = compare(
+            predictions,
+            ("student_labels_only", "labels_only/random/1.0", six),
+            ("student_semi", f"distilled/{point['init']}/{point['label_fraction']}", six),
+            n_boot,
+        )
+        if gap is not None:
+            pct = round(100 * point["label_fraction"])
+            comparisons[f"ssl_distilled_{pct}pct_minus_random_labels_only_100pct_6lead"] = gap
+    return {"results": results, "comparisons": comparisons, "label_efficiency": curve,
+            "semi_supervised": semi}  # fmt: skip
 
 
 def _curve_point(variant: str) -> tuple[str, str]:
-    """(init, label fraction) of a labels-only student (the main one: stage-2 init, 100 %)."""
+    """(init, label fraction) of a curve or semi-supervised student (main: stage-2, 100 %)."""
     parts = variant.split("/")
     return (parts[1], parts[2]) if len(parts) == 3 else ("align", "1.0")
 

@@ -35,6 +35,19 @@ ECG_SECONDS = 10.0
 _UNUSED_VECTORS = ("ecg_embedding", "fused_embedding")
 
 
+def withheld_patients(patients: np.ndarray, fraction: float, seed: int) -> set[str]:
+    """Labelled train patients whose labels are withheld (the label-efficiency curve).
+
+    The teacher and the student of one label fraction and seed withhold the same patients.
+    """
+    unique = np.array(sorted(set(patients)))
+    if fraction >= 1.0 or len(unique) == 0:
+        return set()
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(unique))[: int(round(fraction * len(unique)))]
+    return set(unique) - set(unique[keep])
+
+
 @dataclass
 class LabeledSet:
     """Label rows as arrays (row ``i`` of every array is row ``i`` of ``frame``).

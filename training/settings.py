@@ -216,6 +216,10 @@ class TeacherSettings:
             few hundred labelled patients each member's weights, and the epoch early stopping
             picks on a small validation split, are noisy; the mean cancels part of that
             noise). 1 trains and registers a single teacher.
+        label_fraction: share of the labelled train patients whose labels the teacher learns
+            from (the same patients a student of this fraction and seed keeps; the rest only
+            get soft targets); the run is tagged with it, and a distilled student of fraction
+            ``f`` learns from the newest teacher of fraction ``f``.
     """
 
     run: RunSettings = field(
@@ -233,6 +237,7 @@ class TeacherSettings:
     training_set_version: int | None = None
     patience: int = 8
     members: int = 5
+    label_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -253,7 +258,8 @@ class StudentSettings:
         soft_weight: weight of the soft-target loss (the hard-label loss gets 1 - this).
         embed_weight: weight of matching the teacher's ECG embedding (cosine).
         label_fraction: share of the labelled train patients whose labels are used (the
-            label-efficiency curve); the rest join the unlabelled pool.
+            label-efficiency curve); the rest join the unlabelled pool. A distilled student
+            learns from the newest teacher trained on the same fraction.
         equal_steps: a labels-only student with a fraction ``f`` of the labels runs ``1/f`` x
             the epochs and patience (the same optimiser steps as with every label; with 25 %
             of the labels the best validation epoch was the 22nd-24th of 25).
@@ -263,7 +269,8 @@ class StudentSettings:
             random-init encoder always trains at the full rate).
         sensitivity: the operating point's sensitivity target for urgent (on validation).
         max_weight_kb: the device budget; a bigger student is flagged in its run.
-        teacher_run_id: the teacher run whose targets to learn (None: the latest).
+        teacher_run_id: the teacher run whose targets to learn (None: the newest teacher of
+            ``label_fraction``; a labels-only student without one: the newest teacher).
         patience: epochs without a better validation AUC before stopping.
     """
 

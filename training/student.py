@@ -37,12 +37,12 @@ from cardiolake.domain import EVALUATION_LEAD_SETS, LIMB_LEADS, RESTING_12LEAD
 from cardiolake.tracking import STUDENT_MODEL
 from training.calibration import calibrated, fit_temperature, threshold_for_sensitivity
 from training.encoders import EcgEncoder, count_parameters
-from training.labeled import TARGETS, ecg_by_record
+from training.labeled import TARGETS, ecg_by_record, withheld_patients
 from training.lake import PinnedTable, TrainingDataError, pin, read_columns
 from training.metrics import auc
 from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
 from training.settings import EcgEncoderSettings, StudentSettings
-from training.teacher import multilabel_loss
+from training.teacher import latest_teacher_run, multilabel_loss, teacher_fraction
 from training.tracking import LoggedModel, log_json
 from training.transforms import N_LEADS
 
@@ -158,20 +158,28 @@ def teacher_version(targets: PinnedTable, run_id: str | None) -> str:
     return str(frame.sort_values("written_at")["model_version"].iloc[-1])
 
 
-def withheld_patients(patients: np.ndarray, fraction: float, seed: int) -> set[str]:
-    """Labelled train patients whose labels are withheld (the label-efficiency curve)."""
-    unique = np.array(sorted(set(patients)))
-    if fraction >= 1.0 or len(unique) == 0:
-        return set()
-    rng = np.random.default_rng(seed)
-    keep = rng.permutation(len(unique))[: int(round(fraction * len(unique)))]
-    return set(unique) - set(unique[keep])
+def load_student_data(lake_root: Path, settings: StudentSettings, teacher_run: str | None
+                      ) -> tuple[StudentData, str]:  # fmt: skip
+    """The 12-lead and mobile recordings with the teacher's targets and the labels.
 
+    Args:
+        lake_root: the lake.
+        settings: the student's settings.
+        teacher_run: the teacher run whose targets to learn; None (a labels-only student,
+            which only needs the recordings the teacher scored): the newest teacher's.
 
-def load_student_data(lake_root: Path, settings: StudentSettings) -> tuple[StudentData, str]:
-    """The 12-lead and mobile recordings with the teacher's targets and the labels."""
+    Raises:
+        TrainingDataError: no teacher targets, or none of ``teacher_run`` (a distilled student
+            needs its teacher).
+    """
     targets_pin = pin(tables.TEACHER_TARGETS, lake_root)
-    version = teacher_version(targets_pin, settings.teacher_run_id)
+    if teacher_run is None and settings.distill:
+        f = f"{settings.label_fraction:g}"
+        raise TrainingDataError(
+            f"no finished teacher trained on {f} of the labels: run "
+            f"`cardiolake train teacher --set label_fraction={f}` first"
+        )
+    version = teacher_version(targets_pin, teacher_run)
     frame = ds.dataset(targets_pin.paths, format="parquet").to_table(
         filter=ds.field("model_version") == version
     ).to_pandas()  # fmt: skip
@@ -461,7 +469,10 @@ def train_student(settings: StudentSettings, ctx: Context) -> dict[str, Any]:
     from training.tracking import connect
 
     connect(ctx.lake_root, ctx.tracking)
-    data, teacher = load_student_data(ctx.lake_root, settings)
+    # a distilled student learns from the teacher of its own label fraction: a teacher that
+    # saw more labels would hand it labels the curve says it does not have
+    teacher_run = settings.teacher_run_id or latest_teacher_run(settings.label_fraction)
+    data, teacher = load_student_data(ctx.lake_root, settings, teacher_run)
     seed_everything(settings.run.seed)
     encoder, init_tags = initial_encoder(settings)
     model = Student(encoder, settings.input_fs, settings.data.ecg_fs, data.teacher_z.shape[1])
@@ -477,7 +488,9 @@ def train_student(settings: StudentSettings, ctx: Context) -> dict[str, Any]:
     stage = StageRun(
         ctx, stage="student", settings=settings, pinned=data.pinned,
         tags={**init_tags, "cardiolake.teacher": teacher, "cardiolake.student_kind": kind,
-              "cardiolake.label_fraction": str(settings.label_fraction)},
+              "cardiolake.label_fraction": str(settings.label_fraction),
+              **({"cardiolake.teacher_label_fraction": teacher_fraction(teacher_run)}
+                 if teacher_run is not None else {})},
         checkpoint_name=f"student-{kind}-{settings.init}-{settings.label_fraction:g}",
     )  # fmt: skip
     summary: dict[str, Any] = {"teacher": teacher, "kind": kind}

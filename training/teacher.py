@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cardiolake import tables
-from cardiolake.tracking import TEACHER_MODEL
+from cardiolake.tracking import EXPERIMENTS, TEACHER_MODEL
 from training.calibration import (
     calibrated,
     expected_calibration_error,
@@ -38,7 +38,13 @@ from training.calibration import (
     threshold_for_sensitivity,
 )
 from training.encoders import EcgEncoder
-from training.labeled import TARGETS, LabeledSet, load_distillation, load_labeled
+from training.labeled import (
+    TARGETS,
+    LabeledSet,
+    load_distillation,
+    load_labeled,
+    withheld_patients,
+)
 from training.lake import PinnedTable, TrainingDataError, merge_rows
 from training.metrics import auc
 from training.runner import Context, StageRun, cosine_lr, parent_tag, seed_everything
@@ -354,14 +360,23 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
     if len(train) < 2:
         raise TrainingDataError(f"{data.pinned['training_set'].tag}: fewer than 2 train rows")
     spec = TabularSpec.fit(data.frame.iloc[train], numeric_columns(data.frame, TARGETS))
+    patients = data.frame["patient_key"].to_numpy()
+    withheld = withheld_patients(patients[train], settings.label_fraction, settings.run.seed)
+    train = train[~np.isin(patients[train], list(withheld))]
+    if len(train) < 2:
+        raise TrainingDataError(f"{settings.label_fraction:g} of the labels: < 2 train rows")
     inputs = TeacherInputs.of(data, spec)
     start = copy.deepcopy(ecg)  # every member fine-tunes its own copy of the stage-2 encoder
-    logger.info("teacher: %d train / %d validation rows, %d tabular inputs, echo for %.0f %%",
-                len(train), len(val), spec.width, 100 * data.echo_present.mean())  # fmt: skip
+    logger.info("teacher: %d train / %d validation rows (%d train patients' labels withheld), "
+                "%d tabular inputs, echo for %.0f %%", len(train), len(val), len(withheld),
+                spec.width, 100 * data.echo_present.mean())  # fmt: skip
+    fraction = float(settings.label_fraction)
     stage = StageRun(
         ctx, stage="teacher", settings=settings, pinned=data.pinned,
         tags={**parent_tag(parent), **feast_tags(data.pinned["training_set"]),
-              "cardiolake.init": "align", "cardiolake.start_ecg_encoder": uris["ecg"]},
+              "cardiolake.init": "align", "cardiolake.start_ecg_encoder": uris["ecg"],
+              LABEL_FRACTION_TAG: str(fraction)},
+        checkpoint_name="teacher" if fraction >= 1.0 else f"teacher-{fraction:g}",
     )  # fmt: skip
     summary: dict[str, Any] = {"parent_run_id": parent}
     with stage:
@@ -397,6 +412,37 @@ def train_teacher(settings: TeacherSettings, ctx: Context) -> dict[str, Any]:
         stage.finish({"teacher": members[0]})
     summary["run_id"] = stage.run_id
     return summary
+
+
+#: The run tag that says which share of the labelled train patients a teacher learnt from.
+LABEL_FRACTION_TAG = "cardiolake.label_fraction"
+
+
+def teacher_fraction(run_id: str) -> str:
+    """The label fraction a teacher run learnt from (a run from before the tag: ``1.0``)."""
+    import mlflow
+
+    return str(mlflow.get_run(run_id).data.tags.get(LABEL_FRACTION_TAG, "1.0"))
+
+
+def latest_teacher_run(label_fraction: float = 1.0) -> str | None:
+    """The newest finished teacher run trained on ``label_fraction`` of the labels, or None."""
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(EXPERIMENTS["teacher"])
+    if found is None:
+        return None
+    runs = mlflow.search_runs(
+        [found.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    wanted = str(float(label_fraction))
+    for run in runs:
+        if run.data.tags.get(LABEL_FRACTION_TAG, "1.0") == wanted:
+            return str(run.info.run_id)
+    return None
 
 
 #: Arrow schema of ``features.teacher_targets``.

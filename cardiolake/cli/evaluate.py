@@ -112,6 +112,9 @@ def _model_name(model: str, variant: str) -> str:
     if variant.startswith("labels_only/"):  # a label-efficiency student: init and labels used
         _, init, fraction = variant.split("/")
         return f"{'ssl' if init == 'align' else init} {float(fraction):.0%}"
+    if variant.startswith("distilled/"):  # semi-supervised: that share of labels, its teacher
+        _, init, fraction = variant.split("/")
+        return f"{'ssl' if init == 'align' else init} {float(fraction):.0%} distil"
     return {"student_labels_only": "labels only"}.get(model, model)
 
 
