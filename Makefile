@@ -29,41 +29,11 @@ install: $(STAMP) $(TRAIN_STAMP)
 ## train-env: only the training environment (.venv-train)
 train-env: $(TRAIN_STAMP)
 
-## demo: generate a small cohort (with its bad-input corpus), describe it, ingest it (gates included),
-## pretrain and align the encoders (MLflow runs in the lake), serve features and embeddings,
-## train the teacher and the students, print their evaluation, then export, promote and bundle
-## the student for devices and score one mobile recording with the bundle's device script
+## demo: the whole chain on a small cohort (`cardiolake demo`): generate (with a bad-input corpus),
+## ingest with gates, features, pretrain, align, teacher, students, evaluate, export, promote,
+## bundle, score, monitor, lineage of one prediction; ends with one summary of where to look
 demo: $(STAMP) $(TRAIN_STAMP)
-	$(VENV)/bin/cardiolake cohort generate --patients 40 --seed 7 --labeled-fraction 0.5 --corrupt-fraction 0.25 --workers 2 --out $(DEMO)/landing
-	$(VENV)/bin/cardiolake cohort describe $(DEMO)/landing
-	$(VENV)/bin/cardiolake cohort plot $(DEMO)/landing --patient 1 --out $(DEMO)/patient_1.png
-	$(VENV)/bin/cardiolake ingest --landing $(DEMO)/landing --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake train pretrain --lake $(DEMO)/lake --config training/configs/demo.yaml
-	$(VENV)/bin/cardiolake train align --lake $(DEMO)/lake --config training/configs/demo.yaml
-	$(VENV)/bin/cardiolake lake tables --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake features apply --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake features materialize --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake features training-set --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake features training-set --lake $(DEMO)/lake --entities ecg
-	$(VENV)/bin/cardiolake train teacher --lake $(DEMO)/lake --config training/configs/demo.yaml
-	$(VENV)/bin/cardiolake train student --lake $(DEMO)/lake --config training/configs/demo.yaml
-	$(VENV)/bin/cardiolake train student --lake $(DEMO)/lake --config training/configs/demo.yaml --set distill=false
-	@echo "demo evaluation: every labelled demo patient (in-sample; see README for an external cohort)"
-	$(VENV)/bin/cardiolake evaluate --lake $(DEMO)/lake --split all --out $(DEMO)/evaluation
-	$(VENV)/bin/cardiolake model export --lake $(DEMO)/lake
-	$(VENV)/bin/cardiolake model promote --lake $(DEMO)/lake || echo "promotion refused (see the gates above)"
-	$(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias champion --out $(DEMO)/bundle --overwrite \
-	  || $(VENV)/bin/cardiolake model bundle --lake $(DEMO)/lake --alias challenger --out $(DEMO)/bundle --overwrite
-	$(VENV)/bin/cardiolake model verify-bundle $(DEMO)/bundle --lake $(DEMO)/lake
-	@echo "device bundle: $(DEMO)/bundle"
-	@echo "score a mobile recording as a device would (numpy + onnxruntime only):"
-	@echo "  $(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')"
-	@$(PY) $(DEMO)/bundle/score_recording.py $$(ls $(DEMO)/landing/mobile/*.hea | head -1 | sed 's/\.hea$$//')
-	$(VENV)/bin/cardiolake score --lake $(DEMO)/lake --alias champion --landing $(DEMO)/landing/mobile
-	$(VENV)/bin/cardiolake monitor --lake $(DEMO)/lake || echo "drift past a threshold (see the figures above)"
-	$(VENV)/bin/cardiolake lineage latest --lake $(DEMO)/lake
-	@echo "MLflow runs (experiments cardiolake-pretrain, -align, -teacher, -student, -evaluate): $$($(VENV)/bin/cardiolake mlflow uri --lake $(DEMO)/lake)"
-	@echo "open them with: $(VENV)/bin/cardiolake mlflow ui --lake $(DEMO)/lake"
+	$(VENV)/bin/cardiolake demo --out $(DEMO)
 
 ## test: the whole suite (real Spark, Delta, DICOM tools, both environments); benchmarks are opt-in
 test: $(STAMP) $(TRAIN_STAMP)

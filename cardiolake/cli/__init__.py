@@ -15,15 +15,16 @@ from typing import NoReturn
 import typer
 
 from cardiolake.cli.cohort import app as cohort_app
+from cardiolake.cli.demo import app as demo_app
 from cardiolake.cli.ecg import app as ecg_app
 from cardiolake.cli.errors import FAILURE, USER_ERROR, UserError, user_message
 from cardiolake.cli.evaluate import evaluate
 from cardiolake.cli.features import app as features_app
 from cardiolake.cli.ingest import ingest
 from cardiolake.cli.lake import app as lake_app
+from cardiolake.cli.lineage import lineage
 from cardiolake.cli.mlflow_ui import app as mlflow_app
 from cardiolake.cli.model import app as model_app
-from cardiolake.cli.lineage import lineage
 from cardiolake.cli.score import monitor, score
 from cardiolake.cli.train import app as train_app
 from cardiolake.cli.validate import validate
@@ -49,6 +50,7 @@ app.add_typer(model_app, name="model")
 app.command(name="score")(score)
 app.command(name="monitor")(monitor)
 app.command(name="lineage")(lineage)
+app.add_typer(demo_app, name="demo")
 
 
 @app.callback()

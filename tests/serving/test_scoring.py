@@ -136,3 +136,19 @@ def test_device_script_and_batch_agree_and_lineage_reaches_raw_files(
     code, out = cli("lineage", f"v{v1}", "--lake", str(root))
     assert code == 0 and "pretrain run" in out
     assert cli("lineage", "nonsense", "--lake", str(root))[0] == 2
+
+
+def test_scoring_benchmark_smoke(served: dict, cohort: dict, tmp_path: Path) -> None:
+    out = tmp_path / "scoring.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/scoring.py", "--lake", str(served["lake"]), "--landing",
+         str(cohort["fresh"]), "--alias", served["first"]["version"], "--base", "6", "--sizes",
+         "1", "2", "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"1x", "2x"}
+    for r in result["results"].values():
+        assert r["spark_rps"] > 0 and r["loop_rps"] > 0 and r["ratio"] == r["loop_s"] / r["spark_s"]
+    assert result["results"]["2x"]["recordings"] == 12
