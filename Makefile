@@ -10,7 +10,7 @@ TRAIN_PY := $(TRAIN_VENV)/bin/python
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-stamp
 DEMO ?= demo
 
-.PHONY: install train-env demo test lint bench clean
+.PHONY: install train-env system-deps demo test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,8 +35,14 @@ train-env: $(TRAIN_STAMP)
 demo: $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/cardiolake demo --out $(DEMO)
 
-## test: the whole suite (real Spark, Delta, DICOM tools, both environments); benchmarks are opt-in
-test: $(STAMP) $(TRAIN_STAMP)
+## system-deps: the Debian tools the suite uses (dicom3tools, redis-server); says what to run
+## when it cannot install them itself
+system-deps:
+	@bash scripts/system-deps.sh
+
+## test: the whole suite (real Spark, Delta, DICOM tools, Redis, both environments); benchmarks
+## are opt-in
+test: system-deps $(STAMP) $(TRAIN_STAMP)
 	$(VENV)/bin/python -m pytest
 	$(TRAIN_PY) -m pytest tests/training/env
 
