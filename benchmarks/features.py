@@ -1,16 +1,25 @@
 """Feast online latency and materialization throughput on SQLite and Redis.
 
 Builds a synthetic feature lake (labs, ECG measurements, 256-d embeddings for N patients),
-applies the repository, materializes into each online store and times
-``get_online_features`` (feature service ``teacher_training``: 6 views, 31 features) for
-1 and 100 patients. The baseline is a direct lookup of the same rows in the same store
-(one SQL ``SELECT ... WHERE entity_key IN`` per view on SQLite, one pipelined ``HMGET``
-per entity and view on Redis, values decoded from protobuf), so the ratio is Feast's
-overhead over the store itself.
+applies the repository, materializes into each online store and times three ways of reading
+the feature service ``teacher_training`` (6 views, 31 features) for 1 and 100 patients:
+
+- ``feast``: Feast's ``get_online_features(...).to_dict()``;
+- ``reader``: :class:`feature_repo.online.OnlineReader`, the serving path (one ``HMGET`` per
+  patient over every view, or one SQLite statement; resolved once, not per call). The online
+  goal (p99 for one patient) applies to it; Feast's own call is reported beside it;
+- ``direct``: the baseline, a lookup of the same rows in the same store (one SQL ``SELECT``
+  per view on SQLite, one pipelined ``HMGET`` per entity and view on Redis, values decoded
+  from protobuf), so the ratios are each path's overhead over the store itself.
+
+The machine is shared: every series prints the 1-minute load average it started at, and
+``--quiet-load L --wait S`` waits up to S seconds before each series for the load to fall to L
+(a series started above it is flagged). A goal is met only when it holds in every series.
 
 Usage:
     .venv/bin/python benchmarks/features.py [--patients 2000] [--repeats 500]
         [--series 3]              # timed series per case; statistics are medians over them
+        [--quiet-load 1.0 --wait 0]  # wait up to --wait s per series for load <= quiet-load
         [--redis-url host:port]   # default: start redis-server on a free port
         [--stores sqlite,redis]   # which online stores to measure
         [--out benchmarks/results/features.json]
@@ -42,6 +51,7 @@ from deltalake import write_deltalake
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cardiolake import tables  # noqa: E402
+from feature_repo.online import OnlineReader  # noqa: E402
 from feature_repo.snapshot import (  # noqa: E402
     ECG_MEASUREMENTS,
     EMBEDDING_SCHEMA,
@@ -57,6 +67,9 @@ GOALS_P99_MS = {"sqlite": 10.0, "redis": 2.0}
 SERVICE = "teacher_training"
 STORES = ("sqlite", "redis")
 BATCH_SIZES = (1, 100)  # patients per get_online_features call
+PATHS = ("feast", "reader", "direct")
+#: Set by main(): wait for a quiet machine before each series.
+QUIET = {"load": 1.0, "wait_s": 0.0}
 
 
 def synthetic_lake(root: Path, patients: int, dim: int, seed: int = 0) -> list[str]:
@@ -209,6 +222,18 @@ def direct_redis(store, url: str):
     return lookup
 
 
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _await_quiet() -> float:
+    """Wait (up to QUIET['wait_s']) for the 1-minute load to fall to QUIET['load']; return it."""
+    deadline = time.monotonic() + QUIET["wait_s"]
+    while _load() > QUIET["load"] and time.monotonic() < deadline:
+        time.sleep(5)
+    return _load()
+
+
 def _series(fn, repeats: int) -> np.ndarray:
     for _ in range(min(20, repeats)):
         fn()
@@ -221,28 +246,31 @@ def _series(fn, repeats: int) -> np.ndarray:
     return np.asarray(times)
 
 
-def timeit_pair(feast_fn, direct_fn, repeats: int, series: int) -> tuple[dict, dict]:
-    """Alternate Feast and baseline series so both see the same machine; per-series percentiles.
+def timeit_paths(fns: dict, repeats: int, series: int) -> dict:
+    """Alternate the paths' series so all see the same machine; per-series percentiles.
 
     The machine is shared: one series can land on a noisy minute. Each statistic is the
-    median over the series (the spread is reported beside it).
+    median over the series; the per-series p99 and the load each series started at are
+    reported beside it.
     """
-    runs: dict[str, list[np.ndarray]] = {"feast": [], "direct": []}
+    runs: dict[str, list[np.ndarray]] = {name: [] for name in fns}
+    loads: list[float] = []
     for _ in range(series):
-        runs["feast"].append(_series(feast_fn, repeats))
-        runs["direct"].append(_series(direct_fn, repeats))
-    out = []
-    for name in ("feast", "direct"):
+        loads.append(_await_quiet())
+        for name, fn in fns.items():
+            runs[name].append(_series(fn, repeats))
+    out = {}
+    for name in fns:
         p50 = [float(np.percentile(a, 50)) for a in runs[name]]
         p99 = [float(np.percentile(a, 99)) for a in runs[name]]
-        out.append(
-            {
-                "p50_ms": float(np.median(p50)),
-                "p99_ms": float(np.median(p99)),
-                "p99_ms_per_series": p99,
-            }
-        )
-    return out[0], out[1]
+        out[name] = {
+            "p50_ms": float(np.median(p50)),
+            "p99_ms": float(np.median(p99)),
+            "p99_ms_per_series": p99,
+            "max_p99_ms": max(p99),
+        }
+    out["load_average_per_series"] = loads
+    return out
 
 
 def bench_store(
@@ -268,6 +296,8 @@ def bench_store(
     )
     # both sides must find the same feature values, or the ratio compares unequal work
     served = store.get_online_features(features=service, entity_rows=[{"patient_key": keys[0]}])
+    reader = OnlineReader(store, SERVICE)
+    read = reader.read([keys[0]])
     result: dict = {
         "materialize_s": seconds,
         "materialize_source_rows_per_s": scanned / seconds,
@@ -276,6 +306,7 @@ def bench_store(
             "feast": sum(
                 v[0] is not None for k, v in served.to_dict().items() if k != "patient_key"
             ),
+            "reader": sum(v[0] is not None for k, v in read.items() if k != "patient_key"),
             "direct": len(direct([keys[0]])),
         },
     }
@@ -287,18 +318,39 @@ def bench_store(
             rows = [{"patient_key": k} for k in batches[next(it) % len(batches)]]
             store.get_online_features(features=service, entity_rows=rows).to_dict()
 
+        def reader_call(batches=batches, it=it) -> None:
+            reader.read(batches[next(it) % len(batches)])
+
         def direct_call(batches=batches, it=it) -> None:
             direct(batches[next(it) % len(batches)])
 
-        f, d = timeit_pair(feast_call, direct_call, repeats, series)
+        timed = timeit_paths(
+            {"feast": feast_call, "reader": reader_call, "direct": direct_call}, repeats, series
+        )
+        d = timed["direct"]
         result[f"{n}_patients"] = {
-            "feast": f,
-            "direct": d,
-            "ratio_p50": f["p50_ms"] / d["p50_ms"],
-            "ratio_p99": f["p99_ms"] / d["p99_ms"],
+            **timed,
+            **{
+                f"ratio_p50{'' if p == 'feast' else '_' + p}": timed[p]["p50_ms"] / d["p50_ms"]
+                for p in ("feast", "reader")
+            },  # fmt: skip
+            **{
+                f"ratio_p99{'' if p == 'feast' else '_' + p}": timed[p]["p99_ms"] / d["p99_ms"]
+                for p in ("feast", "reader")
+            },  # fmt: skip
         }
-    result["goal_p99_1_patient_ms"] = GOALS_P99_MS[kind]
-    result["goal_met"] = result["1_patients"]["feast"]["p99_ms"] < GOALS_P99_MS[kind]
+    one = result["1_patients"]
+    goal = GOALS_P99_MS[kind]
+    result["goal_p99_1_patient_ms"] = goal
+    # every series, not the median: a goal that holds in two series of three does not hold
+    result["goal_met"] = one["reader"]["max_p99_ms"] < goal
+    result["goal_met_by_feast_get_online_features"] = one["feast"]["max_p99_ms"] < goal
+    result["quiet_load"] = QUIET["load"]
+    result["series_above_quiet_load"] = sum(
+        load > QUIET["load"]
+        for k in (f"{n}_patients" for n in BATCH_SIZES)
+        for load in result[k]["load_average_per_series"]
+    )
     return result
 
 
@@ -314,8 +366,15 @@ def main() -> None:
         default=",".join(STORES),
         help="comma-separated online stores to measure (sqlite, redis)",
     )
+    parser.add_argument(
+        "--quiet-load", type=float, default=1.0, help="1-minute load a quiet machine stays under"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait per series for a quiet machine"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
+    QUIET.update(load=args.quiet_load, wait_s=args.wait)
     stores = [k.strip() for k in args.stores.split(",") if k.strip()]
     if not stores or set(stores) - set(STORES):
         parser.error(f"--stores must name some of {', '.join(STORES)}: {args.stores!r}")
@@ -347,26 +406,34 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'store':7} {'patients':>8} {'feast p50':>10} {'feast p99':>10} {'direct p50':>11} "
-          f"{'direct p99':>11} {'ratio p50':>9} {'ratio p99':>9}")  # fmt: skip
+    print(f"{'store':7} {'patients':>8} {'path':7} {'p50':>8} {'p99':>8} {'p99 per series':>22} "
+          f"{'ratio p50':>9}  load per series")  # fmt: skip
     for kind, res in results["stores"].items():
         for n in BATCH_SIZES:
             r = res[f"{n}_patients"]
-            print(f"{kind:7} {n:>8} {r['feast']['p50_ms']:>9.2f}ms {r['feast']['p99_ms']:>9.2f}ms "
-                  f"{r['direct']['p50_ms']:>10.3f}ms {r['direct']['p99_ms']:>10.3f}ms "
-                  f"{r['ratio_p50']:>9.1f} {r['ratio_p99']:>9.1f}")  # fmt: skip
+            loads = ", ".join(f"{x:.2f}" for x in r["load_average_per_series"])
+            for path in PATHS:
+                t = r[path]
+                spread = ", ".join(f"{x:.2f}" for x in t["p99_ms_per_series"])
+                ratio = t["p50_ms"] / r["direct"]["p50_ms"]
+                print(f"{kind:7} {n:>8} {path:7} {t['p50_ms']:>6.3f}ms {t['p99_ms']:>6.2f}ms "
+                      f"{spread:>22} {ratio:>9.1f}  {loads}")  # fmt: skip
+        one = res["1_patients"]
         print(f"{kind:7} materialize {res['materialize_s']:.2f}s: "
               f"{res['materialize_source_rows_per_s']:,.0f} source rows/s, "
-              f"{res['materialize_online_rows_per_s']:,.0f} online rows/s; "
-              f"goal p99(1) < {res['goal_p99_1_patient_ms']} ms: "
-              f"{'met' if res['goal_met'] else 'NOT met'}")  # fmt: skip
-    for kind, res in results["stores"].items():
-        spread = ", ".join(f"{x:.2f}" for x in res["1_patients"]["feast"]["p99_ms_per_series"])
-        print(f"{kind:7} feast p99 for 1 patient per series: {spread} ms")
+              f"{res['materialize_online_rows_per_s']:,.0f} online rows/s")  # fmt: skip
+        print(f"{kind:7} goal p99(1 patient) < {res['goal_p99_1_patient_ms']} ms in every series: "
+              f"reader {'met' if res['goal_met'] else 'NOT met'} "
+              f"(worst {one['reader']['max_p99_ms']:.2f} ms), Feast get_online_features "
+              f"{'met' if res['goal_met_by_feast_get_online_features'] else 'NOT met'} "
+              f"(worst {one['feast']['max_p99_ms']:.2f} ms); "
+              f"{res['series_above_quiet_load']} series started above load "
+              f"{res['quiet_load']:.1f}")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"load average {results['load_average_before'][0]:.1f} -> "
-          f"{results['load_average_after'][0]:.1f} on {results['cpus']} CPUs")  # fmt: skip
+    before, after = results["load_average_before"], results["load_average_after"]
+    print(f"load average (1, 5, 15 min) {before[0]:.2f} {before[1]:.2f} {before[2]:.2f} -> "
+          f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} on {results['cpus']} CPUs")  # fmt: skip
     print(f"wrote {args.out}")
 
 
