@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +87,11 @@ def _alignment_rows(pairs: pd.DataFrame, settings: AlignmentSettings, run_id: st
             ecg_duration_s=float(pair["duration_s"]),
             settings=settings,
         )
+        has_r_wave = r_wave is not None and np.isfinite(np.asarray(r_wave, dtype=float)).sum() >= 2
+        if has_r_wave and result.sync_source != "dicom_r_wave":
+            # the clip's own R-wave times contradict its keyframes: whatever a fallback
+            # found, the pair is inconsistent and is quarantined rather than promoted
+            result = replace(result, beats=())
         if not result.beats:
             # nothing vanishes: the pair is quarantined with the reason it did not align
             key = f"{pair['ecg_record_key']}|{pair['echo_record_key']}|unaligned"

@@ -269,7 +269,6 @@ def _rule_spans(text: str, common: frozenset[str] = frozenset()) -> list[tuple[i
     spans: list[tuple[int, int, str]] = []
     for rule in _RULES:
         spans += [(a, b, rule.tag) for a, b in _matches(rule, text)]
-    stop_words = _CLINICAL_WORDS | common
     for tag, pattern in _EXTRA:
         for m in pattern.finditer(text):
             spans.append((m.start(), m.end(), tag))
@@ -282,7 +281,8 @@ def _rule_spans(text: str, common: frozenset[str] = frozenset()) -> list[tuple[i
         run_end = start
         for k, w in enumerate(words):
             word = w.group(0)
-            if k > 0 and word.lower() in stop_words and not word[:1].isupper():
+            low = word.lower()
+            if k > 0 and (low in common or low in _CLINICAL_WORDS) and not word[:1].isupper():
                 break
             if word.lower() in _CLINICAL_WORDS:
                 break
