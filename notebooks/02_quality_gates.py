@@ -10,8 +10,10 @@
 
 dbutils.widgets.text("lake_root", "/Volumes/cardiolake_dev/lake/lake")  # noqa: F821
 dbutils.widgets.dropdown("layer", "silver", ["silver", "gold"])  # noqa: F821
+dbutils.widgets.dropdown("fail_on_failure", "false", ["false", "true"])  # noqa: F821
 lake_root = dbutils.widgets.get("lake_root")  # noqa: F821
 layer = dbutils.widgets.get("layer")  # noqa: F821
+fail_on_failure = dbutils.widgets.get("fail_on_failure") == "true"  # noqa: F821
 
 # COMMAND ----------
 
@@ -32,3 +34,5 @@ rows = [
 ]
 display(spark.createDataFrame(rows, "suite string, expectation string, success boolean, unexpected long, rows long"))  # noqa: F821
 print("held back rows of:", [str(t) for t in report.blocked()] or "nothing")
+if fail_on_failure and not report.success:
+    raise RuntimeError(f"gates failed on {[str(t) for t in report.blocked()]}")
