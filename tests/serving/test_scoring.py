@@ -152,3 +152,18 @@ def test_scoring_benchmark_smoke(served: dict, cohort: dict, tmp_path: Path) -> 
     for r in result["results"].values():
         assert r["spark_rps"] > 0 and r["loop_rps"] > 0 and r["ratio"] == r["loop_s"] / r["spark_s"]
     assert result["results"]["2x"]["recordings"] == 12
+
+
+def test_scoring_a_silver_table(served: dict, bundle: Path) -> None:
+    root = served["lake"]
+    weak = served["weak"]["version"]
+    code, out = cli("score", "--lake", str(root), "--alias", weak, "--table", "silver.ecg")
+    assert code == 0, out
+    silver = lake.read_pandas(tables.ECG, lake_root=root, columns=["record_key", "patient_key"])
+    preds = _predictions(root)
+    mine = preds[preds["model_version"] == weak]
+    assert len(mine) > 0 and set(mine["recording_key"]) <= set(silver["record_key"])
+    by_key = dict(zip(silver["record_key"], silver["patient_key"], strict=True))
+    assert all(by_key[k] == p for k, p in zip(mine["recording_key"], mine["patient_key"],
+                                               strict=True))  # fmt: skip
+    assert {"I", "I,II,III,aVR,aVL,aVF"} & set(mine["lead_set"])
