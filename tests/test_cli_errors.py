@@ -93,6 +93,7 @@ def test_ecg_lead_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_third_party_not_found_errors_name_the_fix() -> None:
+    import redis
     from feast.errors import FeatureServiceNotFoundException
 
     from cardiolake.lake import TableNotFoundError
@@ -100,6 +101,7 @@ def test_third_party_not_found_errors_name_the_fix() -> None:
     feast_err = FeatureServiceNotFoundException("teacher_training", "cardiolake")
     assert "cardiolake features apply" in (user_message(feast_err) or "")
     assert "cardiolake ingest" in (user_message(TableNotFoundError("silver.ecg")) or "")
+    assert "--redis-url" in (user_message(redis.exceptions.ConnectionError("Error 111")) or "")
     assert user_message(UserError("no lake at x", "ingest")) == "no lake at x: ingest"
     assert user_message(RuntimeError("boom")) is None
 
