@@ -95,10 +95,13 @@ def read_ecg_source(
         InputError: with a stable reason for every kind of broken input.
     """
     context = context or {}
-    if fmt == "dicom":
-        source = _from_dicom(read_dicom(uri, limits=limits), uri)
-    else:
-        source = _from_wfdb(uri, context, limits)
+    try:
+        if fmt == "dicom":
+            source = _from_dicom(read_dicom(uri, limits=limits), uri)
+        else:
+            source = _from_wfdb(uri, context, limits)
+    except MemoryError as exc:  # batch scoring calls this too: a file, not the job, fails
+        raise InputError("memory_limit", "decoding needs more memory than allowed", uri) from exc
     if source.signals_mv.size == 0:
         raise InputError("empty_signal", "the record holds no samples", uri=uri)
     return source
