@@ -121,3 +121,19 @@ def test_unexpected_failure_is_one_line_exit_1_and_traceback_at_vv(
     ]
     with pytest.raises(RuntimeError, match="disk on fire"):
         main(["-vv", "lake", "tables", "--lake", str(places["lake"])])
+
+
+def test_the_app_itself_answers_a_mistake(places: dict[str, Path]) -> None:
+    """CliRunner invokes ``app`` without main(): the root group answers the mistake."""
+    from typer.testing import CliRunner
+
+    from cardiolake.cli import app
+
+    result = CliRunner().invoke(
+        app, ["features", "get", "--patient", "k", "--lake", str(places["lake"])]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: no features registered under {places['lake']}/_feast: run "
+        "`cardiolake features apply --lake <lake>` first"
+    ]

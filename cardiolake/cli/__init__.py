@@ -1,18 +1,21 @@
 """The ``cardiolake`` command line: one sub-app per command group.
 
-Errors: :func:`main` turns a user's mistake (a :class:`~cardiolake.cli.errors.UserError`, a
-click usage error, or a third-party "not found" :func:`~cardiolake.cli.errors.user_message`
-recognises) into one line on stderr and exit status 2; any other exception into one line and
-status 1. ``-vv`` shows the traceback instead.
+Errors: a user's mistake (a :class:`~cardiolake.cli.errors.UserError`, or a third-party "not
+found" error :func:`~cardiolake.cli.errors.user_message` recognises) becomes one line on stderr
+and exit status 2 in the root group itself (so ``CliRunner().invoke(app, ...)`` sees it too);
+:func:`main` does the same for click usage errors and turns any other exception into one line
+and status 1. ``-vv`` shows the traceback instead. A command raises ``UserError(problem, fix)``
+rather than printing and exiting.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+import typer.core
 
 from cardiolake.cli.cohort import app as cohort_app
 from cardiolake.cli.demo import app as demo_app
@@ -30,7 +33,23 @@ from cardiolake.cli.train import app as train_app
 from cardiolake.cli.validate import validate
 from cardiolake.logs import configure_logging
 
+
+class _AnswerMistakes(typer.core.TyperGroup):
+    """The root group: a user's mistake ends the command with one line and status 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # click.Context of the click typer vendors
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            message = None if _verbosity >= 2 else user_message(err)
+            if message is None:
+                raise
+            _echo_error(message)
+            raise typer.Exit(USER_ERROR) from None
+
+
 app = typer.Typer(
+    cls=_AnswerMistakes,
     name="cardiolake",
     help="Lakehouse ML data platform for cardiac triage.",
     no_args_is_help=True,
@@ -115,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def _fail(message: str, status: int) -> NoReturn:
+def _echo_error(message: str) -> None:
     # plain echo, not rich: a long message must stay one line, never wrapped
     typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    _echo_error(message)
     sys.exit(status)
