@@ -38,7 +38,7 @@ from cardiolake.cohort.describe import (
     describe_cohort,
     patient_truth,
 )
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV
+from cardiolake.pseudonym import SECRET_ENV, development_secret_path, resolve_secret
 from training.metrics import auc, bootstrap_auc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,12 +94,25 @@ def train_missing(lake: Path, config: Path | None, sets: list[str],
                    "--set", f"label_fraction={fraction}")  # fmt: skip
 
 
+def lake_secret(lake: Path) -> str:
+    """The secret a lake's patient keys were made with.
+
+    ``$CARDIOLAKE_PSEUDONYM_SECRET`` when set, else the lake's own development secret (never a
+    new one: it would match no patient).
+    """
+    configured = os.environ.get(SECRET_ENV)
+    if configured is None and not development_secret_path(lake).exists():
+        raise SystemExit(f"{lake} has no development secret beside it: set {SECRET_ENV} to "
+                         "the secret it was ingested with")  # fmt: skip
+    return resolve_secret(configured, lake)
+
+
 def ceilings(predictions: pd.DataFrame, train_landing: Path, eval_landing: Path,
-             secret: str) -> dict[str, Any]:  # fmt: skip
+             train_secret: str, eval_secret: str) -> dict[str, Any]:  # fmt: skip
     """Oracle and latent-sign ceilings on the evaluated patients, against their labels."""
     patients = predictions.drop_duplicates("patient_key")[["patient_key", "label"]]
-    truth = patients.merge(patient_truth(eval_landing, secret), on="patient_key")
-    fit_on = patient_truth(train_landing, secret)
+    truth = patients.merge(patient_truth(eval_landing, eval_secret), on="patient_key")
+    fit_on = patient_truth(train_landing, train_secret)
     y = truth["label"].to_numpy(dtype=float)
     out: dict[str, Any] = {"patients": int(len(truth))}
     scores = {"oracle": truth["oracle_p"].to_numpy(dtype=float)}
@@ -171,7 +184,6 @@ def main() -> None:
                         help="label fractions of the label-efficiency students")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/model_quality.json"))
     args = parser.parse_args()
-    secret = os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET)
     train_lake = args.train_lake.resolve()
     if args.train_missing:
         fractions = tuple(float(f) for f in args.curve_fractions.split(","))
@@ -185,7 +197,8 @@ def main() -> None:
     cardiolake(*cmd)
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    ceil = ceilings(predictions, args.train_landing, eval_landing, secret)
+    ceil = ceilings(predictions, args.train_landing, eval_landing, lake_secret(train_lake),
+                    lake_secret(eval_lake))  # fmt: skip
     described = describe_cohort(eval_landing).auc
     checks = goals(metrics, ceil)
 
