@@ -229,6 +229,9 @@ def _load() -> float:
 def _await_quiet() -> float:
     """Wait (up to QUIET['wait_s']) for the 1-minute load to fall to QUIET['load']; return it."""
     deadline = time.monotonic() + QUIET["wait_s"]
+    if _load() > QUIET["load"] and QUIET["wait_s"] > 0:
+        print(f"load {_load():.2f} > {QUIET['load']}: waiting up to {QUIET['wait_s']:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
     while _load() > QUIET["load"] and time.monotonic() < deadline:
         time.sleep(5)
     return _load()
