@@ -51,6 +51,26 @@ def key_udf(secret: str) -> Callable[[Column], Column]:
     return _key
 
 
+#: Staff values kept as they are (they name a role, not a person).
+_ROLES = frozenset({"adjudicated"})
+
+
+def staff_udf(secret: str) -> Callable[[Column], Column]:
+    """A column function turning a clinician's name (note author, label reader) into a
+    stable pseudonym (``staff_<hex>``): agreement statistics still see the same reader."""
+
+    @F.udf(returnType=StringType())
+    def _staff(name: str | None) -> str | None:
+        if name is None or not name.strip():
+            return None
+        value = name.strip()
+        if value.lower() in _ROLES:
+            return value.lower()
+        return "staff_" + patient_key(f"staff|{value.lower()}", secret)[:12]
+
+    return _staff
+
+
 def _read_one(spark: SparkSession, kind: str, uri: str) -> DataFrame:
     """One export file, in its own encoding and delimiter, columns matched by header name."""
     columns = SOURCE_COLUMNS[kind]
@@ -173,6 +193,7 @@ def ingest_exports(
     added: dict[str, int] = {}
     quarantined = _index_quarantine(spark, inventory, settings, run_id, now)
     to_key = key_udf(settings.secret())
+    to_staff = staff_udf(settings.secret())
     for kind, (table, schema) in _TARGETS.items():
         uris = [s.uri for s in inventory.by_format(kind)]  # type: ignore[arg-type]
         if not uris:
@@ -191,8 +212,11 @@ def ingest_exports(
                     {
                         "text_sha256": F.sha2(F.coalesce("text", F.lit("")), 256),
                         "text_chars": F.length("text"),
+                        "author": to_staff(F.col("author")),
                     }
                 )
+            if kind == "labels_csv":
+                good = good.withColumn("reader", to_staff(F.col("reader")))
             rows = schemas.conform(good, schema)
             added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
             bad = df.where(F.col(_CORRUPT).isNotNull()).select(

@@ -247,7 +247,9 @@ def _from_wfdb(uri: str, context: dict[str, Any], limits: ReadLimits) -> EcgSour
         "fs": float(fs),
         "frame_fs": float(record.frame_fs),
         "n_frames": record.n_frames,
-        "all_channels": [c.source_name for c in record.channels],
+        # channel names as the header spells them only when they are a lead or a known
+        # signal; a free-text label never passes
+        "all_channels": [_channel_label(c, i) for i, c in enumerate(record.channels)],
         "ecg_channels": list(names),
         "checksum_errors": list(record.checksum_errors),
         "fields": fields,
@@ -264,6 +266,20 @@ def _from_wfdb(uri: str, context: dict[str, Any], limits: ReadLimits) -> EcgSour
         header=header,
         mrn=mrn,
     )
+
+
+#: Non-ECG signals monitors record beside the ECG, by the names their headers use.
+_KNOWN_SIGNALS = re.compile(
+    r"(?i)^(abp|art|pap|cvp|icp|resp|pleth|spo2|sao2|co2|etco2|nbp|bp|pulse|hr|temp|"
+    r"v[xyz]|ppg|ap|uap|fap)(\s*\d)?$"
+)
+
+
+def _channel_label(channel: Any, index: int) -> str:
+    name = str(channel.source_name).strip()
+    if channel.is_ecg or _KNOWN_SIGNALS.match(name):
+        return name
+    return f"CH{index + 1}"
 
 
 def _no_comments(message: str) -> str:

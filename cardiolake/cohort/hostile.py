@@ -194,8 +194,9 @@ def add_finding_disagreement(out_dir: Path) -> str:
     first = labels[0]
     finding = columns[6]
     exam = "2024-01-02T08:00:00"
-    for reader, value in (("reader_1", "1"), ("reader_2", "0")):
-        row = {**first, "label_id": f"LDIS_{reader}", "exam_time": exam, "reader": reader,
+    readers = (("reader_1", "1"), (f"Dr. {CLINICIAN[0]} {CLINICIAN[1]}", "0"))
+    for k, (reader, value) in enumerate(readers):
+        row = {**first, "label_id": f"LDIS_{k}", "exam_time": exam, "reader": reader,
                "label_time": "2024-01-03T08:00:00", "triage": "routine"}  # fmt: skip
         row.update({c: "0" for c in columns[6:]})
         row[finding] = value
@@ -229,6 +230,16 @@ def plant_identifiers(out_dir: Path) -> list[str]:
         ]  # fmt: skip
         with hea.open("a") as fh:
             fh.writelines(f"# {line}\n" for line in extra)
+    for hea in sorted((out_dir / "mobile").glob("mob_0*.hea")):
+        lines = hea.read_text().splitlines()
+        if int(lines[0].split()[1]) < 2:
+            continue
+        n_sig = int(lines[0].split()[1])
+        signal = lines[n_sig].split()  # the last signal line: the other leads stay ECG
+        signal[-1] = "OBrienNunez"  # a channel labelled with the patient's name (ASCII)
+        lines[n_sig] = " ".join(signal)
+        hea.write_text("\n".join(lines) + "\n")
+        break
 
     for path in sorted((out_dir / "echo" / "dicom").glob("echo_0*.dcm"))[:2]:
         ds = pydicom.dcmread(path)
@@ -260,13 +271,17 @@ def plant_identifiers(out_dir: Path) -> list[str]:
     ]
     base = next(n for n in notes if n["mrn"] in mrns) if notes else None
     for k, text in enumerate(planted_notes):
-        notes.append({**(base or {}), "note_id": f"NPHI{k}", "mrn": mrn, "text": text})
+        author = f"Dr. {CLINICIAN[0]} {CLINICIAN[1]}"
+        notes.append(
+            {**(base or {}), "note_id": f"NPHI{k}", "mrn": mrn, "text": text, "author": author}
+        )
     _write(out_dir / "notes" / "notes.csv", columns, notes)
 
     planted = [
         first, last, "Núñez", "O'Brien", "María", CLINICIAN[0], CLINICIAN[1], *RELATIVE,
         "Okonkwo", STREET, "Evergreen", ZIP, PHONE, PHONE_INTL, EMAIL, "portal.example.org",
-        IP, ACCOUNT, SERIAL, us_birth, birth, mrn, mrn[-5:], f"{mrn[:4]}-{mrn[4:]}",
+        IP, ACCOUNT, SERIAL, us_birth, birth, "OBrienNunez", f"Dr. {CLINICIAN[0]}", mrn,
+        mrn[-5:], f"{mrn[:4]}-{mrn[4:]}",
     ]  # fmt: skip
     with (out_dir / "truth" / "planted_phi.csv").open("w", newline="") as fh:
         fh.writelines(f"{p}\n" for p in planted)

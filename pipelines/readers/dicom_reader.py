@@ -616,7 +616,7 @@ def _read_ecg(ds: Dataset, uri: str, limits: ReadLimits = DEFAULT_LIMITS) -> Dic
     if len(set(names)) != len(names):
         raise InputError("header_mismatch", f"duplicate lead names {names}", uri)
     header = deidentified_header(ds)
-    header["SelectedWaveform"] = str(group.get("MultiplexGroupLabel", ""))
+    header["SelectedWaveform"] = _group_label(group)
     header["SamplingFrequency"] = fs
     header["ChannelNames"] = list(names)
     return DicomEcg(
