@@ -200,14 +200,10 @@ def silver_notes(
         if text is None:
             return None, None
         names, births = identities.get(mrn or "", ([], []))
-        known = {
-            "known_names": names,
-            "known_mrns": [mrn] if mrn else [],
-            "known_birth_dates": births,
-        }
-        clean = deidentify_note(text, **known)
+        mrns = [mrn] if mrn else []
+        clean = deidentify_note(text, known_names=names, known_mrns=mrns, known_birth_dates=births)
         # an independent check; a note it flags is quarantined, never stored
-        problems = verify_note(clean, **known)
+        problems = verify_note(clean, known_names=names, known_mrns=mrns, known_birth_dates=births)
         return clean, ",".join(problems) or None
 
     scrubbed = (

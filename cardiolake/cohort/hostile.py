@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 #: People and contact details that appear only in planted free text.
 RELATIVE = ("Jane", "Okonkwo-Smith")
@@ -58,9 +58,9 @@ def _write(path: Path, columns: list[str], rows: list[dict[str, str]], **kw: str
 def _deflate_bomb(path: Path, inflated_mb: int) -> None:
     """A DICOM file whose deflated data set inflates to ``inflated_mb`` MB of zeros."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.3.1")
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+    meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1.99")  # Deflated Explicit VR Little Endian
     meta.ImplementationClassUID = generate_uid()
     with path.open("wb") as fh:
         fh.write(b"\0" * 128 + b"DICM")

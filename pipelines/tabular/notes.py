@@ -215,7 +215,7 @@ def _philter() -> tuple[Any, list[Any], frozenset[str]]:
     def dictionary_tagger(text: str) -> list[tuple[str, str]]:
         # Philter only asks: proper noun (name lists apply), cardinal number, or other
         tagged = []
-        for word in philter._get_clean(text):
+        for word in philter._get_clean(text):  # type: ignore[no-untyped-call]
             low = word.lower()
             if re.fullmatch(r"[\d.,:/%\-]+", word):
                 tag = "CD"
