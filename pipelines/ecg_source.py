@@ -251,7 +251,11 @@ def _from_wfdb(uri: str, context: dict[str, Any], limits: ReadLimits) -> EcgSour
         # signal; a free-text label never passes
         "all_channels": [_channel_label(c, i) for i, c in enumerate(record.channels)],
         "ecg_channels": list(names),
-        "checksum_errors": list(record.checksum_errors),
+        "checksum_errors": [
+            _channel_label(c, i)
+            for i, c in enumerate(record.channels)
+            if c.source_name in record.checksum_errors
+        ],
         "fields": fields,
     }
     return EcgSource(

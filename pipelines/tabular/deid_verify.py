@@ -113,7 +113,9 @@ def verify_note(
     if births & _dates_in(tokens):
         problems.add("birth_date")
     plain = _plain(_TAG.sub(" ", text))
-    if re.search(r"\d(?:[\s\-.]?\d){6,}", plain):
+    # ids and phones: seven or more digits run together or joined by hyphens, or a
+    # space-separated phone; lists of clinical values ("QRS 98 102 110") are no finding
+    if re.search(r"\d(?:-?\d){6,}", plain) or re.search(r"\b\d{3}\s\d{3}\s\d{4}\b", plain):
         problems.add("long_number")
     if re.search(r"\S@\S+\.\S", plain):
         problems.add("email")

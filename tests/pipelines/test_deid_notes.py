@@ -69,6 +69,7 @@ def test_the_verifier_shares_no_detector_and_catches_what_a_scrubber_missed() ->
     ]  # fmt: skip
     # tags and clinical numbers are no finding
     assert verify_note("[NAME] EF 55%, QTc 452 ms, K 4.1 mmol/L on [DATE].", **KNOWN) == []
+    assert verify_note("QRS 98 102 110 ms, Hb 12.5 10.25 g/dL, EF 55 60 65 %", **KNOWN) == []
 
 
 def test_mrn_fragments_go_but_lab_values_sharing_digits_stay() -> None:
