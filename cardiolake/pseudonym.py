@@ -17,6 +17,7 @@ import hmac
 import os
 import secrets
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 #: Environment variable the CLI reads the secret from (code deeper never reads the env).
@@ -125,3 +126,23 @@ def patient_key(mrn: str, secret: str) -> str:
     check_secret(secret)
     digest = hmac.new(secret.encode(), mrn.encode(), hashlib.sha256).hexdigest()
     return digest[:KEY_HEX_CHARS]
+
+
+def date_shift(key: str, secret: str, max_days: int) -> timedelta:
+    """The per-patient date shift: a whole number of days back, 1 to ``max_days``.
+
+    Every timestamp of one patient moves by the same amount, so intervals (ECG to echo,
+    draw to label, exam to note) survive while calendar dates do not; the shift is keyed by
+    the pseudonym under the secret, so it cannot be recomputed without the secret. Shifting
+    only backwards keeps recent data out of the future.
+
+    Args:
+        key: the patient's pseudonymous key (or any stable record key).
+        secret: the HMAC secret.
+        max_days: the largest shift; 0 disables shifting.
+    """
+    if max_days <= 0:
+        return timedelta(0)
+    check_secret(secret)
+    digest = hmac.new(secret.encode(), f"date-shift|{key}".encode(), hashlib.sha256).digest()
+    return -timedelta(days=1 + int.from_bytes(digest[:8], "big") % max_days)

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import lake, tables
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, SecretError, patient_key
+from cardiolake.pseudonym import DEVELOPMENT_SECRET, SecretError, date_shift, patient_key
 from pipelines import schemas
 from pipelines.csv_format import BadRow, read_rows
 from pipelines.ecg_source import read_ecg_source
@@ -74,6 +74,7 @@ class _TaskConfig:
     secret: str
     seen: frozenset[tuple[str, str]]  # (uri, sha256) already in bronze or quarantine
     limits: ReadLimits = DEFAULT_LIMITS
+    date_shift_max_days: int = 0
 
     def __post_init__(self) -> None:
         if self.secret == DEVELOPMENT_SECRET:
@@ -103,6 +104,25 @@ def _sha256_of(paths: list[str]) -> tuple[str, int]:
 
 def _key(mrn: str | None, secret: str) -> str | None:
     return patient_key(mrn, secret) if mrn and mrn.strip() else None
+
+
+def shift_header_dates(header: dict[str, Any], shift: timedelta) -> dict[str, Any]:
+    """The header with its ISO date-times moved by the patient's shift."""
+    out = dict(header)
+    for name in ("AcquisitionDateTime",):
+        value = out.get(name)
+        if isinstance(value, str):
+            try:
+                out[name] = (datetime.fromisoformat(value) + shift).isoformat()
+            except ValueError:
+                out.pop(name)  # an unreadable date is dropped, never kept as it came
+    return out
+
+
+def _shift_of(row: dict[str, Any], config: _TaskConfig) -> timedelta:
+    """The row's patient's date shift (a file without a patient: keyed by its SHA-256)."""
+    key = row.get("patient_key") or row.get("sha256") or ""
+    return date_shift(key, config.secret, config.date_shift_max_days)
 
 
 def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
@@ -148,35 +168,40 @@ def _decode(
         check_dicom_file(uri, uri, config.limits)  # before even the SOP class is read
     if fmt == "wfdb" or (fmt == "dicom" and _dicom_is_ecg(uri)):
         ecg = read_ecg_source(uri, fmt, context=context, limits=config.limits)
+        row.update(patient_key=_key(ecg.mrn, config.secret))
+        shift = _shift_of(row, config)
+        when = ecg.acquisition_datetime
         row.update(
             target="ecg_raw",
             format=ecg.format,
             device_kind=ecg.device_kind,
-            patient_key=_key(ecg.mrn, config.secret),
-            acquisition_time=ecg.acquisition_datetime,
+            acquisition_time=None if when is None else when + shift,
             fs=float(ecg.fs),
             n_samples=int(ecg.signals_mv.shape[0]),
             lead_names=list(ecg.lead_names),
-            header_fields=ecg.header_fields,
-            header_json=json.dumps(ecg.header, sort_keys=True, default=str),
+            header_fields=shift_header_dates(ecg.header_fields, shift),
+            header_json=json.dumps(
+                shift_header_dates(ecg.header, shift), sort_keys=True, default=str
+            ),
         )
         return row
     clip = read_echo_clip(uri, fmt, limits=config.limits)
+    row.update(patient_key=_key(clip.mrn, config.secret))
+    shift = _shift_of(row, config)
+    header = shift_header_dates(clip.header, shift)
+    when = clip.acquisition_datetime
     row.update(
         target="echo_raw",
         format=clip.source_format,
-        patient_key=_key(clip.mrn, config.secret),
-        acquisition_time=clip.acquisition_datetime,
+        acquisition_time=None if when is None else when + shift,
         n_frames=int(clip.frames.shape[0]),
         height=int(clip.frames.shape[1]),
         width=int(clip.frames.shape[2]),
         fps=float(clip.fps),
         synchronized=clip.synchronized,
         has_r_wave_vector=clip.r_wave_times_s is not None,
-        header_fields={
-            k: str(v) for k, v in clip.header.items() if not isinstance(v, (list, dict))
-        },
-        header_json=json.dumps(clip.header, sort_keys=True, default=str),
+        header_fields={k: str(v) for k, v in header.items() if not isinstance(v, (list, dict))},
+        header_json=json.dumps(header, sort_keys=True, default=str),
     )
     return row
 
@@ -284,7 +309,12 @@ def ingest_files(
     Returns:
         Counts of rows added per table and quarantined per reason.
     """
-    config = _TaskConfig(settings.secret(), _seen_files(spark, settings), settings.limits)
+    config = _TaskConfig(
+        settings.secret(),
+        _seen_files(spark, settings),
+        settings.limits,
+        settings.date_shift_max_days,
+    )
     tasks = _task_frame(spark, inventory, settings.task_slices)
     parsed = tasks.mapInArrow(_file_tasks(config), FILE_TASK_OUTPUT).persist()
     try:

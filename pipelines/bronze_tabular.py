@@ -20,12 +20,13 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from cardiolake import tables
 from cardiolake.domain import FINDINGS
-from cardiolake.pseudonym import patient_key
+from cardiolake.pseudonym import date_shift, patient_key
 from pipelines import schemas
 from pipelines.csv_format import BadRow, header_columns, read_rows, sniff_csv
 from pipelines.landing import LandingInventory
 from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
 from pipelines.settings import IngestSettings
+from pipelines.tabular.labs import parse_timestamp
 
 #: Columns each export must have, in the order the content key hashes them.
 SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -69,6 +70,32 @@ def staff_udf(secret: str) -> Callable[[Column], Column]:
         return "staff_" + patient_key(f"staff|{value.lower()}", secret)[:12]
 
     return _staff
+
+
+#: The time columns of each export, moved by the patient's date shift at bronze.
+TIME_COLUMNS: dict[str, tuple[str, ...]] = {
+    "labs_csv": ("draw_time",),
+    "notes_csv": ("note_time",),
+    "labels_csv": ("exam_time", "label_time"),
+}
+
+
+def shift_udf(secret: str, max_days: int) -> Callable[[Column, Column], Column]:
+    """A column function moving an export's time string by its patient's date shift.
+
+    A time that does not parse is left for silver to quarantine as it would any bad time.
+    """
+
+    @F.udf(returnType=StringType())
+    def _shift(value: str | None, key: str | None) -> str | None:
+        if value is None or not key or max_days <= 0:
+            return value
+        when = parse_timestamp(value)
+        if when is None:
+            return value
+        return (when + date_shift(key, secret, max_days)).isoformat()
+
+    return _shift
 
 
 def _read_one(spark: SparkSession, kind: str, uri: str) -> DataFrame:
@@ -194,6 +221,7 @@ def ingest_exports(
     quarantined = _index_quarantine(spark, inventory, settings, run_id, now)
     to_key = key_udf(settings.secret())
     to_staff = staff_udf(settings.secret())
+    to_shifted = shift_udf(settings.secret(), settings.date_shift_max_days)
     for kind, (table, schema) in _TARGETS.items():
         uris = [s.uri for s in inventory.by_format(kind)]  # type: ignore[arg-type]
         if not uris:
@@ -217,6 +245,10 @@ def ingest_exports(
                 )
             if kind == "labels_csv":
                 good = good.withColumn("reader", to_staff(F.col("reader")))
+            # every date of a patient moves by the same shift: intervals survive, dates not
+            good = good.withColumns(
+                {c: to_shifted(F.col(c), F.col("patient_key")) for c in TIME_COLUMNS[kind]}
+            )
             rows = schemas.conform(good, schema)
             added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
             bad = df.where(F.col(_CORRUPT).isNotNull()).select(

@@ -25,6 +25,8 @@ class IngestSettings:
         split_shares: patient-level shares of train / validation / test in gold.
         limits: size caps every reader checks before allocating, and the per-file memory
             budget of a decoding task.
+        date_shift_max_days: every timestamp of a patient moves back by the same 1 to this
+            many days (keyed by the pseudonym), so no real date lands; 0 keeps real dates.
     """
 
     landing: Path
@@ -36,6 +38,7 @@ class IngestSettings:
     max_clock_offset_s: float = 2.0
     split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
     limits: ReadLimits = field(default_factory=ReadLimits)
+    date_shift_max_days: int = 365
 
     def secret(self) -> str:
         """The checked HMAC secret: the configured one, or the lake's development secret.

@@ -206,3 +206,39 @@ def test_notes_keep_their_clinical_content(hostile_run: HostileRun) -> None:
     assert len(notes) == len(raw) and kept / total > 0.6
     q = _table(run, tables.QUARANTINE)
     assert json.dumps(list(q["detail"].fillna(""))).count("Evergreen") == 0
+
+
+def test_dates_are_shifted_per_patient_and_intervals_survive(hostile_run: HostileRun) -> None:
+    import pandas as pd
+
+    run = hostile_run
+    truth = pd.read_parquet(run.landing / "truth" / "recordings.parquet")
+    truth["uri"] = [
+        os.path.realpath(run.landing / (p + (".hea" if not p.endswith(".dcm") else "")))
+        for p in truth["path"]
+    ]
+    raw = pd.concat([_table(run, tables.ECG_RAW), _table(run, tables.ECHO_RAW)], ignore_index=True)[
+        ["source_uri", "patient_key", "acquisition_time"]
+    ]
+    both = raw.merge(truth, left_on="source_uri", right_on="uri")
+    assert len(both) >= 8
+    real = pd.to_datetime(both["device_start_time"]).dt.tz_localize("UTC")
+    shift = pd.to_datetime(both["acquisition_time"], utc=True) - real
+    assert (shift < pd.Timedelta(0)).all()  # no real acquisition date lands
+    # one shift per patient, in whole days: every interval within a patient survives
+    # (headers keep milliseconds, the truth microseconds: compare whole days)
+    days = shift.dt.round("D")
+    assert ((shift - days).abs() < pd.Timedelta(seconds=1)).all()
+    assert (days.groupby(both["patient_key"]).nunique() == 1).all()
+    assert days.groupby(both["patient_key"]).first().nunique() > 1  # patients differ
+    for column in ("draw_time",):
+        labs = _table(run, tables.LABS_RAW)
+        assert (
+            not labs[column]
+            .isin(
+                pd.read_csv(run.landing / "labs" / "labs.csv", sep=";", encoding="utf-8-sig")[
+                    column
+                ]
+            )
+            .any()
+        )
