@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, resolve_secret
+from cardiolake.pseudonym import DEVELOPMENT_SECRET, check_secret, resolve_secret
 from pipelines.readers.limits import ReadLimits
 
 
@@ -39,6 +39,12 @@ class IngestSettings:
     split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
     limits: ReadLimits = field(default_factory=ReadLimits)
     date_shift_max_days: int = 365
+
+    def __post_init__(self) -> None:
+        # a configured secret is checked at once (before any file is read, before Spark);
+        # the development marker is resolved against the lake when a run starts
+        if self.pseudonym_secret != DEVELOPMENT_SECRET:
+            check_secret(self.pseudonym_secret)
 
     def secret(self) -> str:
         """The checked HMAC secret: the configured one, or the lake's development secret.

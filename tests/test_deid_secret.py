@@ -54,9 +54,31 @@ def test_ingest_refuses_a_short_secret_before_reading_any_file(
         raise AssertionError("the landing zone was read before the secret was checked")
 
     monkeypatch.setattr("pipelines.job.scan_landing", must_not_run)
-    settings = IngestSettings(
-        landing=tmp_path / "landing", lake_root=tmp_path / "lake", pseudonym_secret=secret
-    )
+    with pytest.raises(SecretError):  # refused when the settings are built (the CLI edge)
+        IngestSettings(
+            landing=tmp_path / "landing", lake_root=tmp_path / "lake", pseudonym_secret=secret
+        )
+    settings = IngestSettings(landing=tmp_path / "landing", lake_root=tmp_path / "lake")
+    object.__setattr__(settings, "pseudonym_secret", secret)  # and again when a run starts
     with pytest.raises(SecretError):
         run_ingest(None, settings)  # type: ignore[arg-type]  # fails before Spark is used
+    assert not (tmp_path / "lake").exists()
+
+
+def test_the_cli_refuses_a_short_secret_with_a_clear_message(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "x.csv").write_text("a,b\n1,2\n")
+    cli = Path(sys.executable).parent / "cardiolake"
+    env = {**os.environ, "CARDIOLAKE_PSEUDONYM_SECRET": "short"}
+    proc = subprocess.run(  # noqa: S603 - our own CLI
+        [str(cli), "ingest", "--landing", str(tmp_path / "landing"), "--lake",
+         str(tmp_path / "lake")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "shorter than 16 bytes" in proc.stdout + proc.stderr
     assert not (tmp_path / "lake").exists()
