@@ -276,7 +276,8 @@ def read_echonet_avi(
         "EF": entry.ef,
         "EDV": entry.edv,
         "ESV": entry.esv,
-        "Split": entry.split,
+        # the index's free text passes only as its known values
+        "Split": entry.split if str(entry.split).upper() in {"TRAIN", "VAL", "TEST"} else None,
         "FPS": entry.fps,
         "ContainerFPS": container_fps,
         "NumberOfFrames": n_frames,
