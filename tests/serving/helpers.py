@@ -22,7 +22,11 @@ def cli(*args: str) -> tuple[int, str]:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("COLUMNS", "200")
         result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+    try:  # one-line user errors go to stderr
+        err = result.stderr
+    except ValueError:
+        err = ""
+    return result.exit_code, result.output + err
 
 
 def alias_version(client: mlflow.MlflowClient, alias: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 import wfdb
 
 from cardiolake.cli.train import _REPO
-from cardiolake.tracking import CHALLENGER, CHAMPION, DEVICE_MODEL
+from cardiolake.tracking import CHALLENGER, CHAMPION, DEVICE_MODEL, tracking_uri
 from tests.fixtures.trained import TRAIN_PYTHON
 from tests.serving.helpers import PROMOTE, alias_version, cli, mlflow_client
 
@@ -42,6 +42,8 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
         assert v1.tags[f"cardiolake.sha256.{name}"] == v2.tags[f"cardiolake.sha256.{name}"]
     # the newest export is the challenger; the pyfunc flavour loads and scores
     assert alias_version(client, CHALLENGER) == served["weak"]["version"]
+    mlflow.set_tracking_uri(tracking_uri(served["lake"]))
+    mlflow.set_registry_uri(tracking_uri(served["lake"]))
     model = mlflow.pyfunc.load_model(f"models:/{DEVICE_MODEL}/{first['version']}")
     x = np.zeros((2, 6, 3000), np.float32)
     mask = np.ones((2, 6), np.float32)
@@ -51,37 +53,47 @@ def test_export_is_checked_registered_and_reproducible(served: dict) -> None:
 def test_gates_refuse_a_worse_challenger_and_rollback_restores(served: dict) -> None:
     root = str(served["lake"])
     client = mlflow_client(served["lake"])
-    v1, v2, weak = (served[k]["version"] for k in ("first", "again", "weak"))
-    code, output = cli("model", "promote", "--lake", root, "--version", v1, *PROMOTE)
+    # which export is worse is measured, not assumed: on a small validation split a barely
+    # trained student can score as well as the trained one
+    ranked = sorted(("first", "weak"), key=lambda k: served[k]["report"]["validation_auc"])
+    worse, better = (served[k]["version"] for k in ranked)
+    gap = served[ranked[1]]["report"]["validation_auc"] - served[ranked[0]]["report"][
+        "validation_auc"]  # fmt: skip
+    assert gap > 0, "two different students scored the same validation AUC"
+    strict = [*PROMOTE, "--set", "auc_tolerance=0"]
+    code, output = cli("model", "promote", "--lake", root, "--version", better, *strict)
     assert code == 0, output
-    assert alias_version(client, CHAMPION) == v1
-    good = served["first"]["report"]["validation_auc"]
-    bad = served["weak"]["report"]["validation_auc"]
-    assert bad < good - 0.005, (bad, good)  # the weak model really is worse
-    code, output = cli("model", "promote", "--lake", root, *PROMOTE)  # the challenger: weak
+    assert alias_version(client, CHAMPION) == better
+    code, output = cli("model", "promote", "--lake", root, "--version", worse, *strict)
     assert code == 1 and "refused" in output
-    assert alias_version(client, CHAMPION) == v1
-    tags = client.get_model_version(DEVICE_MODEL, weak).tags
+    assert alias_version(client, CHAMPION) == better
+    tags = client.get_model_version(DEVICE_MODEL, worse).tags
     assert tags["cardiolake.gate.validation_auc"].startswith("FAIL")
     assert tags["cardiolake.gate.parity"].startswith("pass")
     assert tags["cardiolake.promotion"].startswith("refused (enforced)")
-    code, output = cli(
-        "model", "promote", "--lake", root, "--version", weak, "--mode", "dry-run", *PROMOTE
-    )
+    code, output = cli("model", "promote", "--lake", root, "--version", worse, "--mode",
+                       "dry-run", *strict)  # fmt: skip
     assert code == 0 and "dry run" in output
-    assert alias_version(client, CHAMPION) == v1
-    code, output = cli("model", "promote", "--lake", root, "--version", v2, *PROMOTE)
+    assert alias_version(client, CHAMPION) == better
+    # gates disabled: the alias moves anyway, remembering what it replaced; rollback restores
+    code, output = cli("model", "promote", "--lake", root, "--version", worse, "--mode",
+                       "disabled")  # fmt: skip
     assert code == 0, output
-    assert alias_version(client, CHAMPION) == v2
+    assert alias_version(client, CHAMPION) == worse
     code, output = cli("model", "rollback", "--lake", root)
     assert code == 0, output
-    assert alias_version(client, CHAMPION) == v1
+    assert alias_version(client, CHAMPION) == better
     code, output = cli("model", "rollback", "--lake", root)
     assert code == 2 and "replaced no earlier version" in " ".join(output.split())
+    if ranked[1] == "first":  # the same weights exported again pass against their twin
+        code, output = cli("model", "promote", "--lake", root, "--version",
+                           served["again"]["version"], *PROMOTE)  # fmt: skip
+        assert code == 0, output
     code, output = cli("model", "list", "--lake", root, "--json")
     rows = {r["version"]: r for r in json.loads(output)}
-    assert rows[v1]["aliases"] == [CHAMPION]
-    assert rows[weak]["gates"]["validation_auc"].startswith("FAIL")
+    assert CHAMPION in rows[alias_version(client, CHAMPION)]["aliases"]
+    assert rows[worse]["gates"]["validation_auc"].startswith("skipped")  # the last decision
+    assert rows[worse]["decision"].startswith("rolled back to v")
 
 
 def test_bundle_verifies_and_detects_every_kind_of_tampering(served: dict, bundle: Path,
