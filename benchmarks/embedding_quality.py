@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cardiolake import lake, tables
 from cardiolake.cohort.describe import ECG12_FEATURES, patient_truth
-from cardiolake.pseudonym import DEVELOPMENT_SECRET, SECRET_ENV
+from cardiolake.pseudonym import SECRET_ENV, resolve_secret
 from cardiolake.tracking import EXPERIMENTS, tracking_uri
 from training.metrics import bootstrap_auc, paired_difference
 
@@ -120,7 +120,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
-    secret = os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET)
+    secret = resolve_secret(os.environ.get(SECRET_ENV), args.lake)
 
     labeled = labeled_examples(args.lake)
     emb = lake.read_pandas(tables.ECG_EMBEDDING, lake_root=args.lake)

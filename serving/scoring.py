@@ -201,6 +201,7 @@ def score_file(uri: str, companions: list[str], job: _Job, session: Any) -> dict
     from pipelines.bronze import _sha256_of
     from pipelines.ecg_source import read_ecg_source
     from pipelines.readers import InputError
+    from pipelines.readers.limits import DEFAULT_LIMITS, memory_guard
     from serving.device_script import RecordError, Recording
 
     row: dict[str, Any] = {"source_uri": uri}
@@ -212,9 +213,11 @@ def score_file(uri: str, companions: list[str], job: _Job, session: Any) -> dict
         row.update(source_sha256=sha, recording_key=sha)
         if sha in job.done:
             return {**row, "target": "skip"}
-        source = read_ecg_source(uri, "wfdb" if uri.endswith(".hea") else "dicom")
-        rec = Recording(Path(uri).name, float(source.fs), tuple(source.lead_names),
-                        np.ascontiguousarray(source.signals_mv.T))  # fmt: skip
+        # the ingestion's caps apply inside the reader; the guard catches what they cannot
+        with memory_guard(DEFAULT_LIMITS.task_memory_bytes):
+            source = read_ecg_source(uri, "wfdb" if uri.endswith(".hea") else "dicom")
+            rec = Recording(Path(uri).name, float(source.fs), tuple(source.lead_names),
+                            np.ascontiguousarray(source.signals_mv.T))  # fmt: skip
         scored = score_recording(rec, job, session)
         if "reason" in scored:
             return {**row, **scored, "target": "quarantine"}
