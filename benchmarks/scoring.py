@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/scoring.py --lake L --landing DIR [--alias champion]
         [--sizes 1 2 4] [--base 250] [--master local[2]]
 
-The cohort at size 1x is ``--base`` recordings of the landing folder (repeated when it holds
-fewer); 2x and 4x repeat it. For each size, recordings/s of the Spark scoring job (read, check,
+The cohort at size 1x is every recording of the landing folder (or ``--base`` of them,
+repeated when it holds fewer); 2x and 4x repeat it. For each size, recordings/s of the Spark scoring job (read, check,
 preprocess and score each recording in ``mapInPandas`` tasks, one onnxruntime session per
 worker) and of one Python loop doing exactly the same per-recording work with one session
 (the named baseline; the ratio is what matters on a shared machine). Writes are not timed: a
@@ -41,7 +41,12 @@ def main() -> None:
     parser.add_argument("--landing", type=Path, required=True, help="folder of recordings")
     parser.add_argument("--alias", default="champion", help="model alias or version")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--base", type=int, default=250, help="recordings at size 1x")
+    parser.add_argument(
+        "--base",
+        type=int,
+        default=0,
+        help="recordings at size 1x (default: every recording of the folder)",
+    )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scoring.json"))
     args = parser.parse_args()
@@ -56,7 +61,7 @@ def main() -> None:
     found = landing_recordings(args.landing)
     if not found:
         raise SystemExit(f"{args.landing}: no recordings")
-    base = [found[i % len(found)] for i in range(args.base)]
+    base = [found[i % len(found)] for i in range(args.base or len(found))]
     spark = get_spark(SparkSettings(master=args.master))
     spark.sparkContext.addFile(str(files.model))
     cores = spark.sparkContext.defaultParallelism

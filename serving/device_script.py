@@ -56,6 +56,19 @@ class Recording:
     signal: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Signal:
+    """One signal line of a WFDB header."""
+
+    file: str
+    fmt: str
+    offset: int
+    gain: float
+    baseline: int
+    to_mv: float
+    name: str
+
+
 def lead_name(raw: str) -> str:
     """Canonical limb-lead spelling of a header description ("lead avr" -> "aVR")."""
     key = re.sub(r"[\s_-]", "", raw.lower())
@@ -112,38 +125,31 @@ def read_wfdb(record: Path) -> Recording:
                           f"what a device records (at most {MAX_SAMPLES} samples)")  # fmt: skip
     if len(lines) < 1 + n_sig:
         raise RecordError(f"{hea}: {n_sig} signals declared, {len(lines) - 1} described")
-    specs = []
+    specs: list[_Signal] = []
     for ln in lines[1 : 1 + n_sig]:
         f = ln.split()
-        m = re.fullmatch(r"(\d+)(?:x\d+)?(?::\d+)?(?:\+(\d+))?", f[1]) if len(f) > 1 else None
-        if m is None or (len(f) > 1 and "x" in f[1] and not f[1].split("x")[1].startswith("1")):
+        m = re.fullmatch(r"(\d+)(?:x(\d+))?(?::\d+)?(?:\+(\d+))?", f[1]) if len(f) > 1 else None
+        if m is None or int(m.group(2) or 1) != 1:  # several samples per frame: not a device
             raise RecordError(f"{hea}: unsupported signal line {ln!r}")
         g = re.fullmatch(r"([-+\d.eE]+)(?:\(([-\d]+)\))?(?:/(\S+))?", f[2]) if len(f) > 2 else None
         gain = float(g.group(1)) if g else 0.0
         adczero = int(f[4]) if len(f) > 4 else 0
         baseline = int(g.group(2)) if g and g.group(2) else adczero
         units = (g.group(3) if g and g.group(3) else "mV").lower()
-        specs.append(
-            {
-                "file": f[0],
-                "fmt": m.group(1),
-                "offset": int(m.group(2) or 0),
-                "gain": gain if gain != 0 else 200.0,
-                "baseline": baseline,
-                "to_mv": _TO_MV.get(units, 1.0),
-                "name": lead_name(" ".join(f[8:])) if len(f) > 8 else f"ch{len(specs)}",
-            }
-        )
+        name = lead_name(" ".join(f[8:])) if len(f) > 8 else f"ch{len(specs)}"
+        specs.append(_Signal(f[0], m.group(1), int(m.group(3) or 0),
+                             gain if gain != 0 else 200.0, baseline, _TO_MV.get(units, 1.0),
+                             name))  # fmt: skip
     signal = np.zeros((n_sig, n_samp), np.float32)
-    for file in dict.fromkeys(s["file"] for s in specs):
-        members = [i for i, s in enumerate(specs) if s["file"] == file]
-        fmt = specs[members[0]]["fmt"]
-        if fmt not in BYTES_PER_SAMPLE or any(specs[i]["fmt"] != fmt for i in members):
+    for file in dict.fromkeys(s.file for s in specs):
+        members = [i for i, s in enumerate(specs) if s.file == file]
+        fmt = specs[members[0]].fmt
+        if fmt not in BYTES_PER_SAMPLE or any(specs[i].fmt != fmt for i in members):
             raise RecordError(f"{hea}: signal format {fmt} of {file} is not supported")
         path = hea.with_name(file)
         if not path.is_file():
             raise RecordError(f"{path}: signal file is missing")
-        offset = specs[members[0]]["offset"]
+        offset = specs[members[0]].offset
         need = int(math.ceil(n_samp * len(members) * BYTES_PER_SAMPLE[fmt]))
         if path.stat().st_size - offset < need:
             raise RecordError(
@@ -153,19 +159,19 @@ def read_wfdb(record: Path) -> Recording:
         raw = np.fromfile(path, dtype=np.uint8, count=need, offset=offset)
         values = _decode(raw, fmt, n_samp * len(members)).reshape(n_samp, len(members))
         for col, i in enumerate(members):
-            s = specs[i]
+            sig = specs[i]
             digital = values[:, col]
-            mv = (digital - s["baseline"]) / s["gain"] * s["to_mv"]
+            mv = (digital - sig.baseline) / sig.gain * sig.to_mv
             signal[i] = np.where(digital == INVALID[fmt], np.nan, mv).astype(np.float32)
-    return Recording(hea.stem, fs, tuple(s["name"] for s in specs), signal)
+    return Recording(hea.stem, fs, tuple(sig.name for sig in specs), signal)
 
 
 def firwin_kaiser(numtaps: int, cutoff: float, beta: float) -> np.ndarray:
     """Kaiser-windowed sinc low-pass, unity DC gain (``scipy.signal.firwin``'s design)."""
     alpha = 0.5 * (numtaps - 1)
     m = np.arange(numtaps) - alpha
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
-    return h / h.sum()
+    h: np.ndarray = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
+    return h / float(h.sum())
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: int, taps_per_phase: int = 4,
@@ -197,7 +203,8 @@ def resample(x: np.ndarray, fs_in: float, fs_out: int, taps_per_phase: int = 4,
     valid = (i >= 0) & (i < n_in) & (j < h.size) & (j >= 0)
     weights = np.where(valid, h[np.clip(j, 0, h.size - 1)], 0.0)
     gathered = x[..., np.clip(i, 0, n_in - 1)].astype(np.float64)
-    return np.einsum("...kt,kt->...k", gathered, weights).astype(np.float32)
+    out: np.ndarray = np.einsum("...kt,kt->...k", gathered, weights).astype(np.float32)
+    return out
 
 
 def preprocess(rec: Recording, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

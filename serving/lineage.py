@@ -148,7 +148,7 @@ def model_lineage(version: str) -> tuple[dict[str, Any], list[RunStep]]:
              "sha256": {k.removeprefix("cardiolake.sha256."): v for k, v in tags.items()
                         if k.startswith("cardiolake.sha256.")}}  # fmt: skip
     runs: list[RunStep] = []
-    queue = [mv.run_id]
+    queue: list[str] = [str(mv.run_id)]
     seen: set[str] = set()
     while queue:
         run_id = queue.pop(0)
@@ -160,7 +160,7 @@ def model_lineage(version: str) -> tuple[dict[str, Any], list[RunStep]]:
         nxt = [step.parent, step.tags.get("cardiolake.student_run")]
         if "cardiolake.teacher" in step.tags:
             nxt.append(_model_run(client, step.tags["cardiolake.teacher"]))
-        queue += [r for r in nxt if r and r not in seen]
+        queue += [str(r) for r in nxt if r and r not in seen]
     return model, runs
 
 

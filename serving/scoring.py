@@ -280,17 +280,6 @@ def _finish(rows: list[dict[str, Any]], job: _Job) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["target", "source_uri", "payload"])
 
 
-def _landing_tasks(job: _Job) -> Any:
-    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        session = _session(_model_path(job))
-        for frame in frames:
-            rows = [score_file(u, json.loads(c), job, session)
-                    for u, c in zip(frame["uri"], frame["companions"], strict=True)]  # fmt: skip
-            yield _finish(rows, job)
-
-    return run
-
-
 def _table_tasks(job: _Job) -> Any:
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         session = _session(_model_path(job))
@@ -394,15 +383,21 @@ def make_job(files: ModelFiles, settings: ScoringSettings, secret: str,
 
 def score_tasks(spark: Any, tasks: list[tuple[str, list[str]]], job: _Job,
                 partitions: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Score landing files on Spark (the model file must be in ``SparkFiles``): result rows."""
-    parts = partitions or 4 * spark.sparkContext.defaultParallelism
-    frame = spark.createDataFrame(
-        pd.DataFrame({"uri": [t[0] for t in tasks],
-                      "companions": [json.dumps(t[1]) for t in tasks]}))  # fmt: skip
-    out = frame.repartition(min(parts, len(tasks)), "uri").mapInPandas(
-        _landing_tasks(job), "target string, source_uri string, payload string"
-    )
-    return [json.loads(r["payload"]) for r in out.collect()]
+    """Score landing files on Spark (the model file must be in ``SparkFiles``): result rows.
+
+    The file list is small (paths), so it is parallelised straight into partitions: no
+    shuffle, no SQL plan, no Arrow round trip; each partition scores its files with its
+    worker's session and returns one JSON line per file.
+    """
+    parts = max(1, min(partitions or 4 * spark.sparkContext.defaultParallelism, len(tasks)))
+
+    def run(items: Iterator[tuple[str, list[str]]]) -> Iterator[str]:
+        session = _session(_model_path(job))
+        for uri, companions in items:
+            yield _finish([score_file(uri, companions, job, session)], job)["payload"].iloc[0]
+
+    rdd = spark.sparkContext.parallelize(tasks, parts).mapPartitions(run)
+    return [json.loads(line) for line in rdd.collect()]
 
 
 def score_loop(tasks: list[tuple[str, list[str]]], job: _Job, model: Path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -77,7 +78,7 @@ def score(
     console.print(f"lineage of a prediction: cardiolake lineage PREDICTION_KEY --lake {root}")
 
 
-def print_figures(rows: list[dict]) -> None:
+def print_figures(rows: list[dict[str, Any]]) -> None:
     """The drift figures of one run as a table."""
     if not rows:
         console.print("no drift figures (no reference or nothing scored)")
