@@ -4,11 +4,15 @@ Both do the same work on the same synthetic cohort: hash and decode every ECG/ec
 (bronze) and standardise it (silver: resample, R peaks, LV area, keyframes). The baseline is
 the loop, run in the same invocation; the ratio is Spark records/s over loop records/s.
 Then wall time of the full job (bronze + silver + gold: ``pipelines.job.run_ingest``, without
-the quality gates) at 1x, 2x and 4x the cohort size shows how it grows. The ECG amplitude bound
-bronze once checked is a silver gate now, so neither side checks it.
+the quality gates) at 1x, 2x and 4x the cohort size shows how it grows, and a second run of the
+full job over the 1x lake with nothing new (it must add nothing) shows what an incremental run
+costs. The ECG amplitude bound bronze once checked is a silver gate now, so neither side checks it.
 
     python benchmarks/ingestion.py [--patients 20] [--scales 1,2,4] [--task-slices 8]
-        [--out benchmarks/results/ingestion.json]
+        [--landing DIR] [--out benchmarks/results/ingestion.json]
+
+``--landing`` measures an existing landing zone (a cohort from ``cardiolake cohort generate`` or
+a real delivery) instead of generating one; only the 1x scale is run then.
 
 The smoke test's tiny run: ``--patients 2 --scales 1 --task-slices 2 --out <tmp>/x.json``.
 """
@@ -16,6 +20,7 @@ The smoke test's tiny run: ``--patients 2 --scales 1 --task-slices 2 --out <tmp>
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import tempfile
@@ -59,6 +64,15 @@ def python_loop(landing: Path, settings: IngestSettings) -> int:
     return done
 
 
+def _patients(landing: Path) -> int:
+    """Patients of a landing zone: rows of its patient index (0 when it has none)."""
+    index = landing / "patients.csv"
+    if not index.is_file():
+        return 0
+    with index.open(newline="", encoding="utf-8", errors="replace") as fh:
+        return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+
+
 def _scales(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> ``(1, 2, 4)``; 1x must be there (the loop comparison runs on it)."""
     try:
@@ -84,8 +98,16 @@ def main() -> None:
         default=IngestSettings.task_slices,
         help="Spark partitions for per-file work (IngestSettings.task_slices)",
     )
+    parser.add_argument(
+        "--landing", type=Path, default=None, help="an existing landing zone to measure (1x only)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ingestion.json"))
     args = parser.parse_args()
+    if args.landing is not None:
+        if not args.landing.is_dir():
+            parser.error(f"--landing {args.landing} is not a folder")
+        if args.scales != (1,):
+            parser.error("--landing measures that folder only: pass --scales 1")
     spark = get_spark()
     report: dict[str, object] = {
         "benchmark": "ingestion",
@@ -97,6 +119,9 @@ def main() -> None:
         root = Path(tmp)
         scales = {}
         for factor in args.scales:
+            if args.landing is not None:
+                scales[factor] = args.landing.resolve()
+                continue
             landing = root / f"landing_{factor}x"
             generate_cohort(
                 CohortSettings(
@@ -106,6 +131,8 @@ def main() -> None:
             )
             scales[factor] = landing
         landing = scales[1]
+        patients = _patients(landing)
+        report["landing"] = str(landing) if args.landing is not None else "generated, seed 5"
         settings = IngestSettings(
             landing=landing, lake_root=root / "lake_cmp", task_slices=args.task_slices
         )
@@ -118,7 +145,7 @@ def main() -> None:
         summary = run_ingest(spark, settings, stages=("bronze", "silver"))
         spark_s = time.perf_counter() - start
         report["bronze_silver_1x"] = {
-            "files": files, "python_loop_records": looped, "spark_rows_added": summary.rows_added,
+            "patients": patients, "files": files, "python_loop_records": looped, "spark_rows_added": summary.rows_added,
             "python_loop_s": round(loop_s, 2), "python_loop_records_per_s": round(files / loop_s, 2),
             "spark_s": round(spark_s, 2), "spark_records_per_s": round(files / spark_s, 2),
             "ratio_spark_over_loop": round(loop_s / spark_s, 2),
@@ -132,9 +159,19 @@ def main() -> None:
             start = time.perf_counter()
             summary = run_ingest(spark, s)
             seconds = time.perf_counter() - start
-            growth.append({"scale": f"{factor}x", "patients": args.patients * factor, "files": n,
+            growth.append({"scale": f"{factor}x", "patients": _patients(scaled), "files": n,
                            "wall_s": round(seconds, 2), "records_per_s": round(n / seconds, 2),
                            "rows_added": summary.rows_added})  # fmt: skip
+            if factor == 1:
+                # the same job again over the same lake, nothing new in the landing zone
+                start = time.perf_counter()
+                again = run_ingest(spark, s)
+                seconds = time.perf_counter() - start
+                added = {table: n for table, n in again.rows_added.items() if n}
+                report["full_job_rerun_1x"] = {
+                    "files": n, "wall_s": round(seconds, 2), "rows_added": added,
+                    "added_nothing": not added,
+                }  # fmt: skip
         report["full_job_growth"] = growth
     cmp = report["bronze_silver_1x"]
     print(
@@ -146,6 +183,11 @@ def main() -> None:
         print(
             f"{g['scale']:>6} {g['patients']:>8} {g['files']:>6} {g['wall_s']:>8} {g['records_per_s']:>10}"
         )
+    rerun = report["full_job_rerun_1x"]
+    print(
+        f"re-run with nothing new (1x, {rerun['files']} files): {rerun['wall_s']} s, "
+        f"rows added {rerun['rows_added'] or 'none'}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 

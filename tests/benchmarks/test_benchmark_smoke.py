@@ -118,6 +118,10 @@ def test_ingestion_tiny(tmp_path: Path) -> None:
     # the full job reached gold, not only silver
     assert growth["rows_added"]["alignment"] > 0
     assert growth["rows_added"]["examples_pretrain"] > 0
+    # the same job again over the same lake adds nothing
+    rerun = report["full_job_rerun_1x"]
+    assert rerun["added_nothing"] is True and rerun["rows_added"] == {}
+    assert rerun["files"] == cmp["files"] and rerun["wall_s"] > 0
 
 
 def _has_redis_server() -> bool:
