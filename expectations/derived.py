@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cardiolake.domain import STANDARD_LEADS
+from cardiolake.domain import LAB_CATALOGUE, STANDARD_LEADS
 from pipelines.schemas import lead_column
 from pipelines.tabular.labels import fleiss_kappa
-from pipelines.tabular.labs import LAB_CATALOGUE
 
 #: Big array columns dropped once their derived columns exist (GE never needs the arrays).
 _ECG_ARRAYS = [lead_column(lead) for lead in STANDARD_LEADS]

@@ -26,8 +26,8 @@ from great_expectations.expectations.core.expect_column_values_to_be_in_set impo
 from great_expectations.expectations.expectation import Expectation
 
 from cardiolake import tables
+from cardiolake.domain import LAB_CATALOGUE
 from expectations.settings import GateSettings
-from pipelines.tabular.labs import LAB_CATALOGUE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cardiolake.cohort.latent import PatientState
-from cardiolake.cohort.settings import FINDINGS
+from cardiolake.domain import FINDINGS
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cardiolake.cohort.clinical import LAB_COLUMNS, LABEL_COLUMNS
 from cardiolake.cohort.latent import patient_rng
-from cardiolake.cohort.settings import FINDINGS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
+from cardiolake.domain import FINDINGS
 
 logger = logging.getLogger(__name__)
 

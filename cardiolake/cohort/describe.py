@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-from cardiolake.cohort.settings import FINDINGS
+from cardiolake.domain import FINDINGS
 
 #: Latent signs a 12-lead ECG expresses (rate, rhythm, conduction, intervals, voltage, ST/T).
 ECG12_FEATURES = (

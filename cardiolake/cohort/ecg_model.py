@@ -24,8 +24,8 @@ import numpy as np
 from scipy.signal import butter, lfilter, sosfiltfilt
 
 from cardiolake.cohort.latent import PatientState
-from cardiolake.cohort.settings import STANDARD_LEADS
 from cardiolake.cohort.signals import EcgSimulation
+from cardiolake.domain import STANDARD_LEADS
 
 #: Beats are simulated this far before and after the record so edge waves are complete.
 MARGIN_S = 2.0

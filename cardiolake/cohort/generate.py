@@ -41,7 +41,7 @@ from cardiolake.cohort.latent import (
     sample_patient,
     truth_row,
 )
-from cardiolake.cohort.settings import MOBILE_LEAD_SETS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
 from cardiolake.cohort.writers.dicom_ecg import write_dicom_ecg
 from cardiolake.cohort.writers.dicom_echo import write_dicom_echo
 from cardiolake.cohort.writers.echonet import (
@@ -53,6 +53,7 @@ from cardiolake.cohort.writers.echonet import (
     write_echonet_avi,
 )
 from cardiolake.cohort.writers.wfdb_writer import write_wfdb
+from cardiolake.domain import MOBILE_LEAD_SETS
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cardiolake.cohort.settings import FINDINGS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
+from cardiolake.domain import FINDINGS
 
 Conduction = Literal["none", "LBBB", "RBBB"]
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pydicom
 import wfdb
 
-from cardiolake.cohort.settings import STANDARD_LEADS
+from cardiolake.domain import STANDARD_LEADS
 
 
 def _find_patient(truth: pd.DataFrame, patient: str) -> pd.Series:

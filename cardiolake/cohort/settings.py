@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cardiolake.domain import FINDINGS, MOBILE_LEAD_SETS, STANDARD_LEADS
-
-__all__ = ["FINDINGS", "MOBILE_LEAD_SETS", "STANDARD_LEADS", "CohortSettings"]
-
 
 @dataclass(frozen=True)
 class CohortSettings:

@@ -20,9 +20,10 @@ from cardiolake.cohort.ecg_model import (
     simulate_mobile,
 )
 from cardiolake.cohort.latent import PatientState, patient_rng, sample_patient
-from cardiolake.cohort.settings import MOBILE_LEAD_SETS, STANDARD_LEADS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
 from cardiolake.cohort.signals import EcgSimulation
 from cardiolake.cohort.writers.wfdb_writer import write_wfdb
+from cardiolake.domain import MOBILE_LEAD_SETS, STANDARD_LEADS
 
 SEEDS = (0, 1, 2)
 TOLERANCE_S = 0.15

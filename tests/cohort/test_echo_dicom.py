@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from cardiolake.cohort.echo_phantom import LV_SEED, PhantomEcho, simulate_echo
 from cardiolake.cohort.latent import PatientState, sample_patient
-from cardiolake.cohort.settings import STANDARD_LEADS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
 from cardiolake.cohort.signals import EcgSimulation
 from cardiolake.cohort.writers.dicom_ecg import SCPECG_LEADS, write_dicom_ecg
 from cardiolake.cohort.writers.dicom_echo import write_dicom_echo
@@ -28,6 +28,7 @@ from cardiolake.cohort.writers.echonet import (
     volume_tracing_rows,
     write_echonet_avi,
 )
+from cardiolake.domain import STANDARD_LEADS
 
 COMPRESSIONS = ("none", "jpeg2000", "rle")
 TRANSFER_SYNTAX = {

@@ -23,7 +23,7 @@ from pydicom.tag import Tag
 from cardiolake.cohort.corrupt import _load_uncompressed
 from cardiolake.cohort.echo_phantom import simulate_echo
 from cardiolake.cohort.latent import PatientState, sample_patient
-from cardiolake.cohort.settings import STANDARD_LEADS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
 from cardiolake.cohort.signals import EcgSimulation
 from cardiolake.cohort.writers.dicom_common import INSTITUTION, accession_number
 from cardiolake.cohort.writers.dicom_ecg import SENSITIVITY_UV, write_dicom_ecg
@@ -37,6 +37,7 @@ from cardiolake.cohort.writers.echonet import (
     volume_tracing_rows,
     write_echonet_avi,
 )
+from cardiolake.domain import STANDARD_LEADS
 from pipelines.readers import (
     PHI_TAGS,
     DicomEcg,

@@ -11,7 +11,8 @@ from scipy.signal import resample_poly
 
 from cardiolake.cohort.ecg_model import simulate_12lead, simulate_mobile
 from cardiolake.cohort.latent import PatientState, patient_rng, sample_patient
-from cardiolake.cohort.settings import MOBILE_LEAD_SETS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
+from cardiolake.domain import MOBILE_LEAD_SETS
 from pipelines.ecg_source import read_ecg_source
 from pipelines.signal.intervals import EcgIntervals, measure_intervals
 from pipelines.signal.rpeaks import detect_rpeaks_multilead

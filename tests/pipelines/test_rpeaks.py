@@ -18,7 +18,8 @@ import wfdb
 
 from cardiolake.cohort.ecg_model import simulate_12lead, simulate_mobile
 from cardiolake.cohort.latent import patient_rng, sample_patient
-from cardiolake.cohort.settings import MOBILE_LEAD_SETS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
+from cardiolake.domain import MOBILE_LEAD_SETS
 from pipelines.signal.rpeaks import (
     BeatMatch,
     RPeakSettings,

@@ -13,7 +13,8 @@ import pytest
 from cardiolake.cohort import clinical
 from cardiolake.cohort.corrupt import add_corrupt_corpus
 from cardiolake.cohort.latent import PatientState, patient_rng, sample_patient
-from cardiolake.cohort.settings import FINDINGS, CohortSettings
+from cardiolake.cohort.settings import CohortSettings
+from cardiolake.domain import FINDINGS
 from cardiolake.pseudonym import patient_key
 from pipelines.tabular import (
     LAB_CATALOGUE,
@@ -112,6 +113,18 @@ def test_implausible_lab_rows_read_through_to_the_labs_gate(row, value, unit) ->
     assert (result.value, result.unit) == (value, unit)
     analyte = LAB_CATALOGUE.get(result.loinc)
     assert analyte is None or not analyte.low <= result.value <= analyte.high
+
+
+def test_generator_reports_the_domain_catalogue() -> None:
+    # the cohort generator and ingestion share cardiolake.domain's catalogue: every analyte the
+    # generator exports is there, with its name and canonical unit, and its alternative unit
+    # converts back at the generator's own factor
+    assert set(clinical.ANALYTES) == set(LAB_CATALOGUE)
+    for loinc, made in clinical.ANALYTES.items():
+        known = LAB_CATALOGUE[loinc]
+        assert (made.name, made.canonical_unit) == (known.name, known.unit)
+        if made.alt_unit is not None:
+            assert known.to_canonical(made.alt_factor, made.alt_unit) == pytest.approx(1.0)
 
 
 def test_results_and_catalogue_pickle_for_spark_tasks() -> None:
