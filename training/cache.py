@@ -27,8 +27,10 @@ from training.transforms import LEAD_COLUMNS, ecg_matrices
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the cache's columns change, so an older cache is never read as a newer one.
-CACHE_FORMAT = 2
+#: Bumped whenever the cache's columns or values change, so an older cache is never read as a
+#: newer one (3: format-2 caches resampled to 300 Hz held amplitudes tripled by the old
+#: anti-alias filter).
+CACHE_FORMAT = 3
 #: Source columns carried into the cache when the source has them.
 OPTIONAL_COLUMNS = ("device_kind",)
 #: Rows per Parquet row group of the cache (Petastorm reads and shuffles by row group).
