@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError
+
 app = typer.Typer(help="Run the whole chain on a small cohort, or summarise a demo folder.",
                   no_args_is_help=False, invoke_without_command=True)  # fmt: skip
 console = Console()
@@ -62,6 +64,9 @@ def steps(out: Path, patients: int, seed: int) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
+#: The smallest cohort whose splits leave the teacher and students something to validate on.
+MIN_PATIENTS = 20
+
 #: Steps whose non-zero exit is an answer, not a failure (the summary reports it).
 _ANSWERS = {"promote": "promotion refused by the gates", "monitor": "drift past a threshold"}
 
@@ -76,6 +81,13 @@ def demo(
     """Run the whole chain on a small cohort (about 6 minutes on 2 cores) and summarise it."""
     if ctx.invoked_subcommand is not None:
         return
+    if patients < MIN_PATIENTS:
+        raise UserError(
+            f"--patients {patients}: too few for the train/validation/test splits",
+            f"give at least {MIN_PATIENTS} (default 40)",
+        )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file, not a folder", "give a new or a demo folder")
     exe = shutil.which("cardiolake") or str(Path(sys.executable).parent / "cardiolake")
     timings: dict[str, float] = {}
     notes: dict[str, str] = {}
@@ -201,6 +213,5 @@ def summary(
 ) -> None:
     """Print the summary of a finished demo folder."""
     if not (out / "lake").is_dir():
-        err.print(f"[red]error:[/] {out} holds no demo lake: run `cardiolake demo --out {out}`")
-        raise typer.Exit(2)
+        raise UserError(f"{out} holds no demo lake", f"run `cardiolake demo --out {out}`")
     print_summary(out)

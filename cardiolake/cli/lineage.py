@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.tree import Tree
 
+from cardiolake.cli.errors import UserError
+
 console = Console()
 err = Console(stderr=True)
 
@@ -31,8 +33,9 @@ def lineage(
     try:
         chain = walk(root, key)
     except LineageError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise UserError(
+            str(exc), "give a prediction_key of scoring.predictions, a model version or `latest`"
+        ) from exc
     if as_json:
         json.dump(chain.as_dict(), sys.stdout, indent=2, default=str)
         print()

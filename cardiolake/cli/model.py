@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_dir
 from cardiolake.config import resolve_lake
 from cardiolake.tracking import CHALLENGER, CHAMPION, DEVICE_MODEL, TRACKING_ENV, tracking_uri
 
@@ -35,8 +36,10 @@ def _connect(lake: Path | None) -> Path:
     root = resolve_lake(lake)
     uri = tracking_uri(root, os.environ.get(TRACKING_ENV))
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        err.print(f"[red]error:[/] no MLflow store at {uri}: train and export a model first")
-        raise typer.Exit(2)
+        raise UserError(
+            f"no MLflow store at {uri}",
+            "train a student (`cardiolake train student`) and `cardiolake model export` first",
+        )
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return root
@@ -109,11 +112,9 @@ def promote(
         gates = load_settings(PromotionGates, config, "promote", **overrides, mode=GateMode(mode))
         decision = run_promote(version, gates)
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise UserError(f"invalid gate settings: {exc}", "fix --set or --config") from exc
     except PromotionError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise UserError(str(exc), "see `cardiolake model list`") from exc
     table = Table(title=f"{DEVICE_MODEL} v{decision.version} gates ({decision.mode.value})")
     table.add_column("gate")
     table.add_column("result")
@@ -152,8 +153,7 @@ def rollback(lake: Path = _LAKE) -> None:
     try:
         was, now = run_rollback()
     except PromotionError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise UserError(str(exc), "see `cardiolake model list`") from exc
     console.print(f"champion -> v{now} (rolled back from v{was})")
 
 
@@ -213,9 +213,10 @@ def bundle(
     _connect(lake)
     try:
         folder = write_bundle(alias, out, overwrite=overwrite)
-    except (PromotionError, FileExistsError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    except PromotionError as exc:
+        raise UserError(str(exc), "see `cardiolake model list`") from exc
+    except FileExistsError as exc:
+        raise UserError(str(exc), "pick an empty --out or pass --overwrite") from exc
     manifest = json.loads((folder / "manifest.json").read_text())
     console.print(f"bundle of {DEVICE_MODEL} v{manifest['version']} ({alias}) at {folder}")
     for name in sorted(manifest["files"]):
@@ -236,6 +237,9 @@ def verify_bundle(
     """Check every file against the manifest (exit 1 on any changed, missing or extra file)."""
     from serving.bundle import verify_bundle as run_verify
 
+    require_dir(
+        folder, option="bundle", fix="give the folder `cardiolake model bundle --out` wrote"
+    )
     if lake is not None:
         _connect(lake)
     problems = run_verify(folder, registry=lake is not None)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cardiolake.cli.errors import UserError, require_dir, require_file, settings_from
 from cardiolake.config import resolve_lake
 
 console = Console()
@@ -46,13 +47,16 @@ def score(
     from serving.scoring import ScoringSettings, score_cohort
 
     if (landing is None) == (table is None):
-        err.print("[red]error:[/] give --landing DIR or --table silver.ecg (one of them)")
-        raise typer.Exit(2)
-    if landing is not None and not landing.is_dir():
-        err.print(f"[red]error:[/] landing folder {landing} does not exist")
-        raise typer.Exit(2)
+        raise UserError(
+            "nothing to score", "give --landing DIR or --table silver.ecg (one of them)"
+        )
+    if landing is not None:
+        require_dir(landing, option="--landing", fix="give the folder of recordings to score")
+    require_file(config, option="--config")
     root = _connect(lake)
-    settings = build_settings(ScoringSettings, config, "score", alias=alias, precision=precision)
+    settings = settings_from(
+        build_settings, ScoringSettings, config, "score", alias=alias, precision=precision
+    )
     if isinstance(settings.drift, dict):  # the YAML's nested `drift:` mapping
         settings = replace(settings, drift=DriftThresholds(**settings.drift))
     secret = resolve_secret(os.environ.get(SECRET_ENV, DEVELOPMENT_SECRET), root)
@@ -63,9 +67,10 @@ def score(
         try:
             result = score_cohort(spark, root, settings, secret=secret, landing=landing,
                                   table=tables.get_table(table) if table else None)  # fmt: skip
-        except (PromotionError, ValueError, KeyError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from exc
+        except PromotionError as exc:
+            raise UserError(str(exc), "see `cardiolake model list`") from exc
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"cannot score: {exc}", "check --table and --precision") from exc
     console.print(
         f"[bold]{result.model} v{result.version}[/] (run {result.run_id}): "
         f"{result.scored} recordings scored, {result.inserted} new predictions"
@@ -103,8 +108,7 @@ def monitor(
     root = resolve_lake(lake)
     frame = latest_figures(root)
     if frame.empty:
-        err.print(f"[red]error:[/] no scoring run in {root}: run `cardiolake score` first")
-        raise typer.Exit(2)
+        raise UserError(f"no scoring run in {root}", "run `cardiolake score` first")
     first = frame.iloc[0]
     console.print(f"run {first['run_id']}: {first['model_name']} v{first['model_version']}, "
                   f"{int(first['rows'])} recordings, scored {first['scored_at']}")  # fmt: skip

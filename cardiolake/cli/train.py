@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 from rich.console import Console
 
 from cardiolake import tables
+from cardiolake.cli.errors import UserError, require_file
 from cardiolake.config import resolve_lake
 from cardiolake.tracking import EXPERIMENTS, TRACKING_ENV, tracking_uri, ui_command
 
@@ -50,15 +51,14 @@ def train_python(explicit: Path | None = None) -> Path:
     """The training interpreter: the flag, else $CARDIOLAKE_TRAIN_PYTHON, else .venv-train's.
 
     Raises:
-        typer.Exit: (code 2) when it does not exist, with the command that creates it.
+        UserError: it does not exist (names the command that creates it).
     """
     candidate = explicit or Path(os.environ.get(TRAIN_PYTHON_ENV, _REPO / ".venv-train/bin/python"))
     if not candidate.exists():
-        console.print(
-            f"[red]error:[/] training environment not found at {candidate}: "
-            "run `make train-env` (or set CARDIOLAKE_TRAIN_PYTHON)"
+        raise UserError(
+            f"training environment not found at {candidate}",
+            "run `make train-env` (or set CARDIOLAKE_TRAIN_PYTHON)",
         )
-        raise typer.Exit(2)
     return candidate
 
 
@@ -88,11 +88,11 @@ def launch(
         typer.Exit: with the subprocess's exit code when it fails.
     """
     root = resolve_lake(lake)
+    require_file(config, option="--config")
     exe = train_python(python)
     needed, remedy = _NEEDS[stage]
     if not DeltaTable.is_deltatable(str(needed.path(root))):
-        console.print(f"[red]error:[/] {needed} does not exist under {root}: run `{remedy}` first")
-        raise typer.Exit(2)
+        raise UserError(f"{needed} does not exist under {root}", f"run `{remedy}` first")
     out = summary_out or root / "_mlflow" / f"last_{stage}.json"
     cmd = [str(exe), "-m", module, stage, "--lake", str(root), "--summary-out", str(out)]
     if config is not None:
