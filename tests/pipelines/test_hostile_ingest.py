@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -187,6 +188,46 @@ def test_no_planted_identifier_reaches_any_table_file_or_log(hostile_run: Hostil
             continue
         pattern = re.compile(rf"(?<![\w]){re.escape(_fold(identifier))}(?![\w])")
         leaks += [(identifier, where) for where, text in haystack if pattern.search(_fold(text))]
+    assert leaks == []
+
+
+@pytest.fixture(scope="module")
+def feast_store_text(hostile_run: HostileRun) -> list[tuple[str, str]]:
+    """Features applied and materialized from the hostile lake; (file, text) of the Feast
+    registry and online store (protobuf values and entity keys are stored uncompressed)."""
+    cli = Path(sys.executable).parent / "cardiolake"
+    for step in ("apply", "materialize"):
+        done = subprocess.run(  # noqa: S603
+            [str(cli), "features", step, "--lake", str(hostile_run.lake)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    feast_dir = hostile_run.lake / "_feast"
+    found = [p for p in feast_dir.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    online = [p for p in found if p.suffix == ".db" and "registry" not in p.name]
+    assert online, f"no online store under {feast_dir}: {found}"
+    with sqlite3.connect(online[0]) as conn:  # the store holds one row per patient and feature
+        tables_ = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        assert sum(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables_)
+    return [(str(p.relative_to(feast_dir)), p.read_bytes().decode("latin-1")) for p in found]
+
+
+def test_no_planted_identifier_reaches_the_feast_online_store(
+    hostile_run: HostileRun, feast_store_text: list[tuple[str, str]]
+) -> None:
+    # the scan sees what the store holds: the pseudonymous keys of the served patients
+    keys = set(_table(hostile_run, tables.LABS)["patient_key"])
+    assert any(key in text for key in keys for _, text in feast_store_text)
+    leaks = []
+    for identifier in hostile_run.planted:
+        if len(identifier) < 3:
+            continue
+        # latin-1 keeps UTF-8 bytes apart: match the identifier's own bytes and its folded form
+        forms = {identifier.encode().decode("latin-1"), _fold(identifier)}
+        for form in forms:
+            pattern = re.compile(rf"(?<![\w]){re.escape(form)}(?![\w])", re.IGNORECASE)
+            leaks += [(identifier, where) for where, text in feast_store_text
+                      if pattern.search(text)]  # fmt: skip
     assert leaks == []
 
 
