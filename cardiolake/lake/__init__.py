@@ -10,6 +10,8 @@ Example:
     >>> from cardiolake import lake, tables
     >>> v = lake.merge_table(batch, tables.ECG_RAW, lake_root="lake", keys=["sha256"])
     >>> df = lake.read_table(spark, tables.ECG_RAW, lake_root="lake", version=v)
+    >>> lake.optimize_table(tables.ECG_RAW, lake_root="lake").files_after
+    1
 """
 
 from cardiolake.lake._catalog import (
@@ -39,27 +41,47 @@ from cardiolake.lake._io import (
     write_table,
 )
 from cardiolake.lake._paths import table_uri
+from cardiolake.lake._retry import CommitRetry
+from cardiolake.lake._upkeep import (
+    OptimizeResult,
+    OptimizeSettings,
+    RetentionTooShortError,
+    VacuumResult,
+    VacuumSettings,
+    optimize_table,
+    retention_minimum_hours,
+    vacuum_table,
+)
 
 __all__ = [
     "SCALAR_ROW_GROUP_ROWS",
     "SIGNAL_ROW_GROUP_ROWS",
     "CommitConflictError",
+    "CommitRetry",
     "HistoryEntry",
     "LakeError",
     "MatchedAction",
+    "OptimizeResult",
+    "OptimizeSettings",
+    "RetentionTooShortError",
     "SchemaMismatchError",
     "TableExistsError",
     "TableNotFoundError",
+    "VacuumResult",
+    "VacuumSettings",
     "WriteMode",
     "list_tables",
     "merge_table",
+    "optimize_table",
     "read_arrow",
     "read_pandas",
     "read_table",
+    "retention_minimum_hours",
     "table_exists",
     "table_files",
     "table_history",
     "table_uri",
     "table_version",
+    "vacuum_table",
     "write_table",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from cardiolake.lake._errors import (
@@ -60,6 +61,8 @@ class WriteSpec:
             fails with :class:`CommitConflictError` if the table moved past it.
         removes: files to drop in the same transaction (append mode only).
         overwrite_schema: let ``overwrite`` replace the table's schema.
+        base_version: the table's version when the write started (-1: no table yet); the
+            commit of this write, if it landed, is newer. None: unknown (scan recent history).
     """
 
     table_uri: str
@@ -72,6 +75,7 @@ class WriteSpec:
     read_version: int | None = None
     removes: tuple[RemovedFile, ...] = field(default_factory=tuple)
     overwrite_schema: bool = False
+    base_version: int | None = None
 
     def to_options(self) -> dict[str, str]:
         """The spec as Spark data source options."""
@@ -113,14 +117,20 @@ def commit_files(spec: WriteSpec, schema: pa.Schema, files: list[WrittenFile]) -
     if not DeltaTable.is_deltatable(uri):
         if spec.read_version is not None:
             raise CommitConflictError(f"{uri} disappeared after version {spec.read_version}")
-        create_table_with_add_actions(
-            uri,
-            incoming,
-            adds,
-            mode="error",
-            partition_by=list(spec.partition_by),
-            commit_properties=_properties(spec, metrics),
-        )
+        try:
+            create_table_with_add_actions(
+                uri,
+                incoming,
+                adds,
+                mode="error",
+                partition_by=list(spec.partition_by),
+                commit_properties=_properties(spec, metrics),
+            )
+        except (CommitFailedError, DeltaError):
+            if DeltaTable.is_deltatable(uri) and landed_version(uri, spec.write_id) is None:
+                # another writer created the table between our check and our commit
+                raise TableExistsError(f"a Delta table already exists at {uri}") from None
+            raise
         return
     if spec.mode == "create":
         raise TableExistsError(f"a Delta table already exists at {uri}")
@@ -146,7 +156,12 @@ def commit_files(spec: WriteSpec, schema: pa.Schema, files: list[WrittenFile]) -
     if difference is not None:
         raise SchemaMismatchError(f"{uri}: {difference}")
     actions: list[AddAction | RemoveAction] = list(adds)
-    actions += [RemoveAction(r.path, True, 0, r.size, r.partition_values) for r in spec.removes]
+    # The deletion timestamp starts the file's retention clock: vacuum keeps it (and time
+    # travel to the versions before this one) for the retention period after this commit.
+    removed_at = int(time.time() * 1000)
+    actions += [
+        RemoveAction(r.path, True, removed_at, r.size, r.partition_values) for r in spec.removes
+    ]
     if spec.removes:
         metrics["numRemovedFiles"] = len(spec.removes)
         removed_rows = [r.num_rows for r in spec.removes]
@@ -169,6 +184,45 @@ def commit_files(spec: WriteSpec, schema: pa.Schema, files: list[WrittenFile]) -
         raise CommitConflictError(
             f"{uri} changed after version {spec.read_version} that this write read ({exc})"
         ) from exc
+
+
+def landed_version(uri: str, write_id: str, *, after: int | None = None) -> int | None:
+    """The version the write with this id committed, or None when no commit of it is in the log.
+
+    Every commit this package makes records its write id in the commit info, so whether a
+    write landed is answered by the log alone, whatever the writer's process saw.
+
+    Args:
+        uri: the table's location.
+        write_id: the write's id (:attr:`WriteSpec.write_id`).
+        after: the table's version before the write started (-1 when there was no table);
+            only newer commits are read. None reads the 100 newest.
+
+    Returns:
+        The committed version, or None.
+    """
+    entry = find_commit(uri, write_id, after=after)
+    return None if entry is None else int(entry["version"])
+
+
+def find_commit(uri: str, write_id: str, *, after: int | None = None) -> dict[str, Any] | None:
+    """The commit info of the write with this id (as ``DeltaTable.history`` gives it), or None.
+
+    Args:
+        uri: the table's location.
+        write_id: the write's id.
+        after: as in :func:`landed_version`.
+    """
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    table = DeltaTable(uri)
+    limit = 100 if after is None else table.version() - after
+    if limit <= 0:
+        return None
+    for entry in table.history(limit=limit):
+        if entry.get(WRITE_ID_KEY) == write_id:
+            return entry
+    return None
 
 
 def _properties(spec: WriteSpec, metrics: dict[str, int]) -> CommitProperties:

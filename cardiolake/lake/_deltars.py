@@ -18,8 +18,14 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cardiolake.lake._commit import WRITE_ID_KEY, CommitMode, RemovedFile, WriteSpec
-from cardiolake.lake._errors import reraise_lake_error
+from cardiolake.lake._commit import (
+    CommitMode,
+    RemovedFile,
+    WriteSpec,
+    find_commit,
+    landed_version,
+)
+from cardiolake.lake._errors import CommitConflictError, TableExistsError, reraise_lake_error
 from cardiolake.lake._files import partition_value
 from cardiolake.lake._paths import is_uri
 from cardiolake.lake._schema import orderable, spark_schema
@@ -45,9 +51,15 @@ def write(
     removes: tuple[RemovedFile, ...] = (),
     overwrite_schema: bool = False,
 ) -> int:
-    """Run the Spark job that writes and commits; returns the committed (or current) version."""
+    """Run the Spark job that writes and commits; returns the committed (or current) version.
+
+    When the job raises, the log decides: if it holds this write's commit (the commit landed,
+    then something failed), the write succeeded and its version is returned; otherwise the
+    error is raised (as a lake error when it wraps one).
+    """
     spark = df.sparkSession
     spark.dataSource.register(DeltaRsDataSource)
+    base = DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else -1
     spec = WriteSpec(
         table_uri=uri,
         mode=mode,
@@ -58,25 +70,37 @@ def write(
         read_version=read_version,
         removes=removes,
         overwrite_schema=overwrite_schema,
+        base_version=base,
     )
     save_mode = "overwrite" if mode == "overwrite" else "append"
     try:
         df.write.format(FORMAT).mode(save_mode).options(**spec.to_options()).save()
     except Exception as exc:
-        reraise_lake_error(exc)
-    version, rows = committed_version(uri, spec.write_id)
+        landed = landed_version(uri, spec.write_id, after=base)
+        if landed is None:
+            reraise_lake_error(exc)
+        logger.warning(
+            "%s: %s %s raised after its commit landed as version %d (%s); the write stands",
+            uri, operation, mode, landed, str(exc).strip().splitlines()[0] if str(exc) else exc,
+        )  # fmt: skip
+    version, rows = committed_version(uri, spec.write_id, after=base)
     logger.info("%s: %s %s -> version %d (%s rows)", uri, operation, mode, version, rows)
     return version
 
 
-def committed_version(uri: str, write_id: str) -> tuple[int, int]:
-    """The version and row count the write with this id committed, else (current version, 0)."""
-    table = DeltaTable(uri)
-    for entry in table.history(limit=100):
-        if entry.get(WRITE_ID_KEY) == write_id:
-            rows = (entry.get("operationMetrics") or {}).get("numOutputRows", 0)
-            return int(entry["version"]), int(rows)
-    return table.version(), 0
+def committed_version(uri: str, write_id: str, *, after: int | None = None) -> tuple[int, int]:
+    """The version and row count the write with this id committed, else (current version, 0).
+
+    Args:
+        uri: the table's location.
+        write_id: the write's id.
+        after: the table's version before the write (-1: none); None scans recent history.
+    """
+    entry = find_commit(uri, write_id, after=after)
+    if entry is None:
+        return DeltaTable(uri).version(), 0
+    rows = (entry.get("operationMetrics") or {}).get("numOutputRows", 0)
+    return int(entry["version"]), int(rows)
 
 
 def read(spark: SparkSession, uri: str, *, version: int | None) -> DataFrame:
@@ -100,7 +124,11 @@ def merge(
     """Insert rows with new keys (and, with ``update``, replace rows with known keys)."""
     source = dedupe(df, keys)
     if not DeltaTable.is_deltatable(uri):
-        return write(source, uri, mode="create", partition_by=[], row_group_rows=row_group_rows)
+        try:
+            return write(source, uri, mode="create", partition_by=[], row_group_rows=row_group_rows)
+        except TableExistsError as exc:
+            # another merge created the table first: plan again as a merge into it
+            raise CommitConflictError(f"{uri} was created by another writer meanwhile") from exc
     table = open_table(uri, None)
     version = table.version()
     partition_by = list(table.metadata().partition_columns)

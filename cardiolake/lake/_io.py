@@ -10,8 +10,14 @@ from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from cardiolake.lake import _deltars, _native
-from cardiolake.lake._errors import SchemaMismatchError, TableExistsError, TableNotFoundError
+from cardiolake.lake._errors import (
+    CommitConflictError,
+    SchemaMismatchError,
+    TableExistsError,
+    TableNotFoundError,
+)
 from cardiolake.lake._paths import LakeRoot, table_uri
+from cardiolake.lake._retry import CommitRetry, retry_on_conflict
 from cardiolake.lake._schema import (
     arrow_schema,
     check_columns,
@@ -127,12 +133,17 @@ def merge_table(
     keys: list[str],
     when_matched: MatchedAction = "ignore",
     row_group_rows: int | None = None,
+    retry: CommitRetry | None = None,
 ) -> int:
     """Insert the rows whose keys the table lacks; this is what makes ingestion idempotent.
 
     Rows repeating a key within ``df`` collapse to one (the first when ordered by the other
     columns, so reruns pick the same row). Keys match null-safely (a null key matches a null
     key). A new table is created from the deduplicated rows.
+
+    A merge plans against the table's latest version and commits only on top of it. When a
+    concurrent writer commits first, the merge re-reads the table, plans again (the other
+    writer's keys are now existing keys) and commits, up to ``retry.attempts`` times.
 
     Args:
         df: the incoming rows.
@@ -142,12 +153,14 @@ def merge_table(
         when_matched: ``ignore`` keeps existing rows; ``update`` replaces them with the
             incoming ones (on the delta-rs path by rewriting the files that hold them).
         row_group_rows: as in :func:`write_table`.
+        retry: attempts and backoff on a conflicting concurrent commit; default
+            :class:`CommitRetry` ().
 
     Returns:
         The table version after the merge (unchanged when no row was new).
 
     Raises:
-        CommitConflictError: the table changed while the merge ran; rerun it.
+        CommitConflictError: every attempt lost to a concurrent commit.
         SchemaMismatchError: the columns differ from the table's.
         ValueError: bad keys or ``when_matched``.
 
@@ -164,15 +177,32 @@ def merge_table(
     check_columns(df.schema, [])
     uri = table_uri(table, lake_root)
     update = when_matched == "update"
+
+    def attempt() -> int:
+        return _merge_once(df, uri, keys=keys, update=update, row_group_rows=row_group_rows)
+
+    return retry_on_conflict(attempt, retry or CommitRetry(), what=f"{uri}: merge")
+
+
+def _merge_once(
+    df: DataFrame, uri: str, *, keys: list[str], update: bool, row_group_rows: int | None
+) -> int:
+    """One plan-and-commit of :func:`merge_table` against the table's latest version."""
     if _use_native(df.sparkSession):
         if not DeltaTable.is_deltatable(uri):
-            return _native.write(
-                _deltars.dedupe(df, keys),
-                uri,
-                mode="error",
-                partition_by=[],
-                overwrite_schema=False,
-            )
+            try:
+                return _native.write(
+                    _deltars.dedupe(df, keys),
+                    uri,
+                    mode="error",
+                    partition_by=[],
+                    overwrite_schema=False,
+                )
+            except Exception as exc:
+                if not DeltaTable.is_deltatable(uri):
+                    raise
+                # another merge created the table first: plan again as a merge into it
+                raise CommitConflictError(f"{uri} was created by another writer") from exc
         return _native.merge(df, uri, keys=keys, update=update)
     if DeltaTable.is_deltatable(uri):
         df = _conform(df, DeltaTable(uri), uri)

@@ -11,12 +11,15 @@ Quirks worth knowing:
   the process that called ``save()``; they see the pickled writer, not the caller's state.
 * Spark accepts only the ``append`` and ``overwrite`` save modes for Python data sources; the
   real mode travels in the :class:`~cardiolake.lake._commit.WriteSpec` option.
-* When ``commit`` raises, Spark calls ``abort`` with the same messages, so the task files of a
-  failed commit are deleted too.
+* When ``commit`` raises, Spark calls ``abort`` with the same messages. The commit may have
+  landed all the same (a failure after the log entry was written: a lost reply from the store,
+  a failing post-commit hook), so ``abort`` first looks for the write's id in the log and
+  deletes the task files only when no commit of this write is there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,10 +28,12 @@ from pyspark import TaskContext
 from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
 from pyspark.sql.types import StructType
 
-from cardiolake.lake._commit import WriteSpec, commit_files
+from cardiolake.lake._commit import WriteSpec, commit_files, landed_version
 from cardiolake.lake._files import FileLayout, ParquetSink, WrittenFile, delete_files, task_prefix
 from cardiolake.lake._paths import filesystem
 from cardiolake.lake._schema import arrow_schema
+
+logger = logging.getLogger(__name__)
 
 #: The Spark format name of the delta-rs writer.
 FORMAT = "cardiolake_delta"
@@ -99,8 +104,29 @@ class _DeltaRsWriter(DataSourceArrowWriter):
         commit_files(self.spec, self.schema, [f for m in _ours(messages) for f in m.files])
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        """Delete the files of the tasks that finished; the log never saw them."""
-        fs, root = filesystem(self.spec.table_uri)
+        """Delete the files of the tasks that finished, unless the write's commit landed.
+
+        A commit that raised after its log entry was written has made these files part of a
+        table version; deleting them would leave that version unreadable, so they stay.
+        """
+        spec = self.spec
+        try:
+            version = landed_version(spec.table_uri, spec.write_id, after=spec.base_version)
+        except Exception:
+            # Unknown is treated as landed: an orphan file costs disk until a vacuum, a
+            # deleted committed file costs the table.
+            logger.warning(
+                "%s: cannot tell whether write %s landed; keeping its files for vacuum",
+                spec.table_uri, spec.write_id, exc_info=True,
+            )  # fmt: skip
+            return
+        if version is not None:
+            logger.warning(
+                "%s: write %s raised but its commit landed as version %d; keeping its files",
+                spec.table_uri, spec.write_id, version,
+            )  # fmt: skip
+            return
+        fs, root = filesystem(spec.table_uri)
         delete_files(fs, [f"{root}/{f.path}" for m in _ours(messages) for f in m.files])
 
 
