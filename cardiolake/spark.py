@@ -69,6 +69,12 @@ logger.hadoop.level = error
 # to WARN (and says so), so give the Spark loggers an entry.
 logger.spark.name = org.apache.spark
 logger.spark.level = {level}
+# Noise at WARN for a user: every write registers the delta-rs data source again ("replaced a
+# previously registered data source"), and wide plans are "truncated" in debug strings only.
+logger.datasources.name = org.apache.spark.sql.execution.datasources.DataSourceManager
+logger.datasources.level = error
+logger.plans.name = org.apache.spark.util.SparkStringUtils
+logger.plans.level = error
 """
 
 #: Conf keys whose user values were merged into ours rather than replacing them.
@@ -228,6 +234,10 @@ def _prepare_launch_environment(settings: SparkSettings) -> None:
     # Workers (UDFs, Python data sources) default to `python3` on PATH, which may lack
     # pyarrow and this package; run them with the driver's interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", settings.python or sys.executable)
+    if settings.master.startswith("local"):
+        # a local session talks only to itself: without this Spark warns at every start that
+        # the hostname resolves to a loopback address and picks another interface
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def _build(settings: SparkSettings, *, with_delta: bool) -> SparkSession:
