@@ -272,7 +272,7 @@ def test_settings_are_checked() -> None:
         lake.OptimizeSettings(target_file_bytes=10)
     with pytest.raises(ValueError):
         lake.VacuumSettings(retention_hours=-1)
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="nope"):
         lake.OptimizeSettings(zorder={"nope": ["x"]})
 
 
@@ -359,8 +359,15 @@ def test_optimize_command(capsys: pytest.CaptureFixture[str], lake_root: Path) -
     assert code == 0, err
     assert "5 → 1" in out  # labs: 4 small files and the compacted one on disk, then 1
 
+    config = lake_root.parent / "upkeep.yaml"
+    config.write_text("optimize:\n  target_file_bytes: 4096\nvacuum:\n  retention_hours: 12\n")
+    with_config = ["lake", "optimize", "--lake", root, "--vacuum", "--config", str(config)]
+    bad_config = lake_root.parent / "bad.yaml"
+    bad_config.write_text("vacuum:\n  retention: 12\n")
     mistakes = [
         (line, "--allow-short-retention"),
+        (with_config, "--retention-hours 12 is below"),
+        (["lake", "optimize", "--lake", root, "--config", str(bad_config)], "retention"),
         (["lake", "optimize", "--lake", root, "--zorder", "n"], "exactly one --table"),
         (["lake", "optimize", "--lake", root, "--table", "labs", "--zorder", "x"], "no column"),
         (["lake", "optimize", "--lake", root, "--table", "gold.alignment"], "silver.labs"),

@@ -76,7 +76,11 @@ def write(
     try:
         df.write.format(FORMAT).mode(save_mode).options(**spec.to_options()).save()
     except Exception as exc:
-        landed = landed_version(uri, spec.write_id, after=base)
+        try:
+            landed = landed_version(uri, spec.write_id, after=base)
+        except Exception:  # the log is unreadable too: report the write's own error
+            logger.warning("%s: cannot tell whether write %s landed", uri, spec.write_id)
+            landed = None
         if landed is None:
             reraise_lake_error(exc)
         logger.warning(

@@ -7,9 +7,9 @@ not change, only the files that hold them. :func:`vacuum_table` then deletes the
 version inside the retention period needs (and, in ``orphans`` mode, files of writes that
 never committed), so time travel still reads every version younger than the retention.
 
-On the delta-rs path (no Delta jars) both run in ``deltalake`` on the driver; with the jars
-(:func:`~cardiolake.lake._io` picks the path from the session, as for writes) they are Delta
-SQL ``OPTIMIZE`` / ``VACUUM``.
+On the delta-rs path (no Delta jars) both run in ``deltalake`` on the driver. Given a session
+whose Delta mode is native (the same switch as for writes), they are Delta SQL ``OPTIMIZE`` and
+``VACUUM`` instead.
 
 Example:
     >>> result = optimize_table(tables.ECG_RAW, lake_root="lake")
@@ -94,7 +94,10 @@ class OptimizeSettings:
         if self.row_group_rows is not None and self.row_group_rows < 1:
             raise ValueError(f"row_group_rows must be positive, got {self.row_group_rows}")
         # YAML gives lists; keys may be bare names
-        zorder = {str(get_table(t)): tuple(cols) for t, cols in dict(self.zorder).items()}
+        try:
+            zorder = {str(get_table(t)): tuple(cols) for t, cols in dict(self.zorder).items()}
+        except KeyError as err:
+            raise ValueError(f"zorder: {err.args[0]}") from None
         object.__setattr__(self, "zorder", zorder)
 
     def zorder_for(self, table: Table | str) -> tuple[str, ...]:
@@ -215,7 +218,7 @@ def optimize_table(
     settings = settings or OptimizeSettings()
     name = str(get_table(table))
     uri = _existing(table, lake_root)
-    before = open_table(uri, None)
+    before = DeltaTable(uri)
     zorder = settings.zorder_for(table)
     _check_zorder(before, zorder, name)
     files_before, bytes_before, rows = _live_files(before)
