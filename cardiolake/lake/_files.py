@@ -243,7 +243,7 @@ def _open_writer(layout: FileLayout, path: str) -> pq.ParquetWriter:
     schema = layout.file_schema
     # Dictionary encoding and column statistics only pay off on scalar columns; on signal
     # arrays they cost time and the dictionary is abandoned anyway.
-    scalar = [f.name for f in schema if not pa.types.is_nested(f.type) and not _is_raw(f.type)]
+    scalar = [f.name for f in schema if not pa.types.is_nested(f.type) and not is_raw(f.type)]
     parent = path.rsplit("/", 1)[0]
     layout.fs.create_dir(parent, recursive=True)
     return pq.ParquetWriter(
@@ -289,7 +289,8 @@ def _has_bounds(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_date32(t) or pa.types.is_string(t))
 
 
-def _is_raw(t: pa.DataType) -> bool:
+def is_raw(t: pa.DataType) -> bool:
+    """Whether a column holds raw payload (blobs, floats): no dictionary, no statistics."""
     return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_floating(t))
 
 
