@@ -12,9 +12,9 @@ whose Delta mode is native (the same switch as for writes), they are Delta SQL `
 ``VACUUM`` instead.
 
 Example:
-    >>> result = optimize_table(tables.ECG_RAW, lake_root="lake")
+    >>> result = optimize_table(tables.EXAMPLES_PRETRAIN, lake_root="lake")
     >>> (result.files_before, result.files_after)
-    (37, 1)
+    (4, 1)
     >>> vacuum_table(tables.ECG_RAW, lake_root="lake", settings=VacuumSettings())
 """
 
@@ -67,8 +67,9 @@ class OptimizeSettings:
 
     Attributes:
         target_file_bytes: files are rewritten into files of about this size; files already
-            this large are left alone. 128 MiB: a few row groups of signals per file, small
-            enough that a copy-on-write merge touching one key rewrites little.
+            this large are left alone. 128 MiB, a usual Delta target: large enough that
+            listing and footers cost little, small enough that a copy-on-write merge (which
+            rewrites every file holding a matched key) stays cheap.
         zorder: columns to Z-order (cluster) each table by, keyed ``"layer.name"``. Empty by
             default: every reader of the lake today scans whole tables or reads whole
             pinned versions (no filter reaches the files), so clustering would only cost a
