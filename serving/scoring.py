@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,11 +110,18 @@ def fetch_model(ref: str, cache: Path, precision: str | None = None) -> ModelFil
     local = folder / DEVICE_DIR
     name = FP32_FILE if shipped == "fp32" else INT8_FILE
     recorded = (mv.tags or {}).get(f"{HASH_TAG}{name}")
-    if recorded is not None and sha256(local / name) != recorded:
+    digest = sha256(local / name)
+    if recorded is not None and digest != recorded:
         raise ValueError(f"{local / name} does not match {DEVICE_MODEL} v{version}'s hash")
+    # SparkFiles are keyed by file name for the life of the SparkContext, and a second file of
+    # the same name with other bytes fails every later task: name the copy by its content
+    model = folder / "spark" / f"{digest[:16]}-{name}"
+    if not model.is_file():
+        model.parent.mkdir(exist_ok=True)
+        shutil.copyfile(local / name, model)
     ref_path = local / REFERENCE_FILE
     return ModelFiles(DEVICE_MODEL, version, None if ref.isdigit() else ref, shipped,
-                      local / name, json.loads((local / SPEC_FILE).read_text()),
+                      model, json.loads((local / SPEC_FILE).read_text()),
                       json.loads(ref_path.read_text()) if ref_path.is_file() else None)  # fmt: skip
 
 

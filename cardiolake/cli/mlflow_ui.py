@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from cardiolake.config import resolve_lake
 from cardiolake.tracking import TRACKING_ENV, mlflow_root, tracking_uri, ui_command
@@ -15,7 +14,6 @@ from cardiolake.tracking import TRACKING_ENV, mlflow_root, tracking_uri, ui_comm
 app = typer.Typer(
     help="The lake's MLflow store (experiments of every stage).", no_args_is_help=True
 )
-console = Console()
 
 
 @app.command()
@@ -37,7 +35,7 @@ def ui(
             f"or set {TRACKING_ENV}",
         )
     cmd = ui_command(root, os.environ.get(TRACKING_ENV), port)
-    console.print(" ".join(cmd))
+    typer.echo(" ".join(cmd))  # plain: a command to copy must not be wrapped
     if not print_only:
         subprocess.run(cmd, check=False)
 
