@@ -52,6 +52,8 @@ MISTAKES = [
     ("lake tables --lake {missing}", "cardiolake ingest"),
     ("lake tables --lake {empty}", "no Delta tables"),
     ("lake history silver.nothing --lake {lake}", "bronze.labs_raw"),
+    ("lake optimize --lake {missing}", "cardiolake ingest"),
+    ("lake optimize --lake {lake} --vacuum --retention-hours 1", "--allow-short-retention"),
     ("features apply --lake {missing}", "cardiolake ingest"),
     ("features apply --lake {lake}", "silver.labs"),
     ("features apply --lake {lake} --online mongodb", "sqlite or redis"),
