@@ -5,9 +5,13 @@ quarantined here, so every later stage can trust bronze); the tables keep the UR
 size, format, parsed de-identified header and ingest time. Tabular exports (labs, notes,
 labels) are read by Spark's CSV reader, one bronze row per CSV row.
 
-Idempotence: files whose (URI, SHA-256) bronze or quarantine already holds are skipped; rows
-are merged on their content key, so a re-run adds nothing and a run with new files adds
-only those. The same bytes under a second name are quarantined as a duplicate.
+Incremental discovery (the Auto Loader model): each row records the size and newest
+modification time (ns) its file had when found. A landing file whose path, size and mtime a
+bronze or bronze-quarantine row already holds is skipped on the driver, unread; only the other
+files (new, or changed since) are hashed, and only those whose (URI, SHA-256) is new are
+decoded. A file touched but identical gets its new mtime recorded and adds nothing. Rows are
+merged on their content key, so a re-run adds nothing and a run with new files adds only
+those. The same bytes under a second name are quarantined as a duplicate.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.schema import Field, PrimitiveType
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from cardiolake import lake, tables
 from cardiolake.pseudonym import DEVELOPMENT_SECRET, SecretError, date_shift, patient_key
@@ -65,8 +72,20 @@ _TASK_INPUT = StructType(
         StructField("format", StringType()),
         StructField("companions", StringType()),
         StructField("context", StringType()),
+        StructField("mtime_ns", LongType()),  # from the landing scan
     ]
 )
+#: What discovery reads of bronze and quarantine: narrow scalar columns, never a header.
+_KNOWN_COLUMNS = ["source_uri", "sha256", "size_bytes", "source_mtime_ns"]
+#: Columns newer code added to tables an older lake already has (all nullable longs).
+_ADDED: dict[tables.Table, tuple[str, ...]] = {
+    tables.ECG_RAW: ("source_mtime_ns",),
+    tables.ECHO_RAW: ("source_mtime_ns",),
+    tables.QUARANTINE: ("size_bytes", "source_mtime_ns"),
+    tables.LABS_RAW: ("size_bytes", "source_mtime_ns"),
+    tables.NOTES_RAW: ("size_bytes", "source_mtime_ns"),
+    tables.LABELS_RAW: ("size_bytes", "source_mtime_ns"),
+}
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,9 @@ def parse_file(task: dict[str, Any], config: _TaskConfig) -> dict[str, Any]:
             raise InputError("missing_file", str(exc.strerror), uri=uri) from exc
         except OSError as exc:
             raise InputError("unreadable_path", str(exc.strerror), uri=uri) from exc
-        row.update(sha256=sha, record_key=sha, size_bytes=size)
+        row.update(
+            sha256=sha, record_key=sha, size_bytes=size, source_mtime_ns=task.get("mtime_ns")
+        )
         if (uri, sha) in config.seen:
             return {**row, "target": "skip"}
         if fmt == "unknown":
@@ -233,18 +254,30 @@ def _arrow_output_schema() -> pa.Schema:
     return to_arrow_schema(FILE_TASK_OUTPUT, timezone="UTC")
 
 
-def _task_frame(spark: SparkSession, inventory: LandingInventory, slices: int) -> DataFrame:
-    ptbxl = _ptbxl_context(inventory)
+def file_sources(inventory: LandingInventory) -> list[SourceFile]:
+    """The inventory's per-file inputs (ECG, echo, unknown; not the tabular exports)."""
+    return [
+        src
+        for src in [*inventory.records, *inventory.unknown]
+        if src.format not in {"labs_csv", "notes_csv", "labels_csv"}
+    ]
+
+
+def _task_frame(
+    spark: SparkSession, inventory: LandingInventory, sources: list[SourceFile], slices: int
+) -> DataFrame:
+    ptbxl = _ptbxl_context(inventory) if any(s.format == "wfdb" for s in sources) else {}
     rows = []
-    for src in [*inventory.records, *inventory.unknown]:
-        if src.format in {"labs_csv", "notes_csv", "labels_csv"}:
-            continue
+    for src in sources:
         context: dict[str, Any] = {}
         if src.format == "wfdb":
             context.update(ptbxl.get(str(Path(src.uri).with_suffix("")), {}))
         if src.problem:
             context.update(problem=src.problem, problem_detail=src.problem_detail)
-        rows.append((src.uri, src.format, json.dumps(list(src.companions)), json.dumps(context)))
+        rows.append(
+            (src.uri, src.format, json.dumps(list(src.companions)), json.dumps(context),
+             src.mtime_ns)
+        )  # fmt: skip
     return spark.createDataFrame(rows, _TASK_INPUT).repartition(max(1, min(slices, len(rows) or 1)))
 
 
@@ -268,15 +301,71 @@ def _ptbxl_context(inventory: LandingInventory) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _seen_files(spark: SparkSession, settings: IngestSettings) -> frozenset[tuple[str, str]]:
+def widen_tables(lake_root: Path) -> None:
+    """Add the columns newer code writes to an older lake's bronze and quarantine tables.
+
+    They are nullable: rows written before read as null there (discovery then reads each of
+    those files once and records its size and mtime).
+    """
+    for table, columns in _ADDED.items():
+        if not lake.table_exists(table, lake_root=lake_root):
+            continue
+        delta = DeltaTable(lake.table_uri(table, lake_root))
+        have = {f.name for f in delta.schema().fields}
+        missing = [Field(c, PrimitiveType("long"), nullable=True) for c in columns if c not in have]
+        if missing:
+            delta.alter.add_columns(missing)
+            logger.info("%s: added columns %s", table, [f.name for f in missing])
+
+
+@dataclass(frozen=True)
+class KnownFiles:
+    """What bronze and quarantine (stage bronze) hold about landing files, read on the driver."""
+
+    stats: frozenset[tuple[str, int, int]]  # (uri, size, mtime ns) recorded when found
+    seen: frozenset[tuple[str, str]]  # (uri, sha256) already ingested or quarantined
+    problems: frozenset[tuple[str, str]]  # (uri, reason) quarantined before any read
+    bronze_shas: frozenset[str]  # content already in ecg_raw / echo_raw
+    where: dict[tuple[str, str], tables.Table]  # (uri, sha256) -> the table holding it
+
+    def unchanged(self, src: SourceFile) -> bool:
+        """Whether a landing file is known with the same size and mtime (or the same problem)."""
+        if src.problem:
+            return (src.uri, src.problem) in self.problems
+        if src.size_bytes is None or src.mtime_ns is None:
+            return False
+        return (src.uri, src.size_bytes, src.mtime_ns) in self.stats
+
+
+def known_files(lake_root: Path) -> KnownFiles:
+    """Read the narrow discovery columns of bronze and quarantine with delta-rs (no Spark)."""
+    stats: set[tuple[str, int, int]] = set()
     seen: set[tuple[str, str]] = set()
+    problems: set[tuple[str, str]] = set()
+    shas: set[str] = set()
+    where: dict[tuple[str, str], tables.Table] = {}
     for table in (tables.ECG_RAW, tables.ECHO_RAW, tables.QUARANTINE):
-        if lake.table_exists(table, lake_root=settings.lake_root):
-            df = lake.read_table(spark, table, lake_root=settings.lake_root)
-            if table == tables.QUARANTINE:
-                df = df.where(F.col("stage") == "bronze").where(F.col("sha256").isNotNull())
-            seen.update((r[0], r[1]) for r in df.select("source_uri", "sha256").collect())
-    return frozenset(seen)
+        if not lake.table_exists(table, lake_root=lake_root):
+            continue
+        extra = ["stage", "reason"] if table == tables.QUARANTINE else []
+        frame = lake.read_arrow(table, lake_root=lake_root, columns=[*_KNOWN_COLUMNS, *extra])
+        if table == tables.QUARANTINE:
+            frame = frame.filter(pc.equal(frame["stage"], "bronze"))
+        columns = [frame[c].to_pylist() for c in [*_KNOWN_COLUMNS, *extra]]
+        for uri, sha, size, mtime, *rest in zip(*columns, strict=True):
+            if sha is None:
+                if rest:
+                    problems.add((uri, rest[1]))
+                continue
+            seen.add((uri, sha))
+            where.setdefault((uri, sha), table)
+            if table != tables.QUARANTINE:
+                shas.add(sha)
+            if size is not None and mtime is not None:
+                stats.add((uri, size, mtime))
+    return KnownFiles(
+        frozenset(stats), frozenset(seen), frozenset(problems), frozenset(shas), where
+    )
 
 
 @dataclass
@@ -297,7 +386,10 @@ def ingest_files(
     run_id: str,
     now: datetime,
 ) -> BronzeResult:
-    """Hash, decode and land every record file of the inventory into ``ecg_raw``/``echo_raw``.
+    """Land the inventory's new or changed record files into ``ecg_raw``/``echo_raw``.
+
+    Files whose path, size and mtime bronze or quarantine already record are skipped on the
+    driver, unread; only the others are hashed, and decoded when their content is new.
 
     Args:
         spark: the session.
@@ -309,23 +401,41 @@ def ingest_files(
     Returns:
         Counts of rows added per table and quarantined per reason.
     """
+    widen_tables(settings.lake_root)
+    sources = file_sources(inventory)
+    known = known_files(settings.lake_root)
+    candidates = [
+        src for src in sources if not (settings.skip_unchanged_files and known.unchanged(src))
+    ]
+    unread = len(sources) - len(candidates)
+    logger.info("bronze: %d of %d files new or changed", len(candidates), len(sources))
+    if not candidates:
+        return BronzeResult(
+            files_seen=len(sources),
+            skipped=unread,
+            rows_added={tables.ECG_RAW.name: 0, tables.ECHO_RAW.name: 0},
+            quarantined={},
+        )
+    uris = {src.uri for src in candidates}
     config = _TaskConfig(
         settings.secret(),
-        _seen_files(spark, settings),
+        frozenset(pair for pair in known.seen if pair[0] in uris),
         settings.limits,
         settings.date_shift_max_days,
     )
-    tasks = _task_frame(spark, inventory, settings.task_slices)
+    tasks = _task_frame(spark, inventory, candidates, settings.task_slices)
     parsed = tasks.mapInArrow(_file_tasks(config), FILE_TASK_OUTPUT).persist()
     try:
         counts = {r["target"]: r["count"] for r in parsed.groupBy("target").count().collect()}
+        _restamp(spark, parsed.where(F.col("target") == "skip"), known, settings.lake_root)
         good = parsed.where(F.col("target").isin("ecg_raw", "echo_raw"))
         # the same bytes under another name: keep the first URI, quarantine the others
         first = Window.partitionBy("sha256").orderBy("source_uri")
         ranked = good.withColumn("_rank", F.row_number().over(first))
-        known = _known_shas(spark, settings)
+        fresh = {r[0] for r in good.select("sha256").distinct().collect()}
+        earlier = sorted(fresh & known.bronze_shas)  # candidates only: a short list
         dup_cond = (
-            (F.col("_rank") > 1) | F.col("sha256").isin(known) if known else F.col("_rank") > 1
+            (F.col("_rank") > 1) | F.col("sha256").isin(earlier) if earlier else F.col("_rank") > 1
         )
         duplicates = ranked.where(dup_cond)
         keepers = ranked.where(~dup_cond).drop("_rank")
@@ -345,6 +455,8 @@ def ingest_files(
             "detail",
             F.lit(None).cast("string").alias("row_id"),
             F.col("format").alias("input_kind"),
+            "size_bytes",
+            "source_mtime_ns",
         )
         dups = duplicates.select(
             "source_uri",
@@ -353,14 +465,16 @@ def ingest_files(
             F.concat(F.lit("same SHA-256 as an earlier file: "), F.col("sha256")).alias("detail"),
             F.lit(None).cast("string").alias("row_id"),
             F.col("format").alias("input_kind"),
+            "size_bytes",
+            "source_mtime_ns",
         )
         quarantined = write_quarantine(
             quarantine_rows(bad.unionByName(dups), stage="bronze", run_id=run_id, now=now),
             settings.lake_root,
         )
         return BronzeResult(
-            files_seen=sum(counts.values()),
-            skipped=counts.get("skip", 0),
+            files_seen=len(sources),
+            skipped=unread + counts.get("skip", 0),
             rows_added=added,
             quarantined=quarantined,
         )
@@ -368,13 +482,41 @@ def ingest_files(
         parsed.unpersist()
 
 
-def _known_shas(spark: SparkSession, settings: IngestSettings) -> list[str]:
-    shas: list[str] = []
-    for table in (tables.ECG_RAW, tables.ECHO_RAW):
-        if lake.table_exists(table, lake_root=settings.lake_root):
-            df = lake.read_table(spark, table, lake_root=settings.lake_root)
-            shas += [r[0] for r in df.select("sha256").collect()]
-    return shas
+def _restamp(spark: SparkSession, skipped: DataFrame, known: KnownFiles, lake_root: Path) -> None:
+    """Record the new size and mtime of files read again whose content was already known.
+
+    Such a file (touched, copied back, or found before these columns existed) adds no row;
+    updating its existing row is what lets the next run skip it unread.
+    """
+    stamps = [
+        (r["source_uri"], r["sha256"], r["size_bytes"], r["source_mtime_ns"])
+        for r in skipped.select("source_uri", "sha256", "size_bytes", "source_mtime_ns").collect()
+        if r["source_mtime_ns"] is not None
+    ]
+    if not stamps:
+        return
+    fresh = spark.createDataFrame(
+        stamps, "source_uri string, sha256 string, _size long, _mtime long"
+    )
+    for table, key in (
+        (tables.ECG_RAW, "record_key"),
+        (tables.ECHO_RAW, "record_key"),
+        (tables.QUARANTINE, "quarantine_key"),
+    ):
+        if not any(known.where.get((u, s)) == table for u, s, _, _ in stamps):
+            continue
+        rows = lake.read_table(spark, table, lake_root=lake_root)
+        if table == tables.QUARANTINE:
+            rows = rows.where(F.col("stage") == "bronze")
+        columns = rows.columns
+        updated = (
+            rows.join(F.broadcast(fresh), ["source_uri", "sha256"])
+            .withColumn("source_mtime_ns", F.col("_mtime"))
+            .withColumn("size_bytes", F.col("_size"))
+            .select(*columns)
+        )
+        lake.merge_table(updated, table, lake_root=lake_root, keys=[key], when_matched="update")
+        logger.info("%s: recorded the new mtime of %d unchanged files", table, len(stamps))
 
 
 def source_files(inventory: LandingInventory, kind: str) -> list[SourceFile]:

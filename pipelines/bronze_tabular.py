@@ -9,21 +9,22 @@ bronze at all (it carries identifiers) — only its hash and length.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import reduce
 from pathlib import Path
 
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from cardiolake import tables
+from cardiolake import lake, tables
 from cardiolake.domain import FINDINGS
 from cardiolake.pseudonym import date_shift, patient_key
 from pipelines import schemas
 from pipelines.csv_format import BadRow, header_columns, read_rows, sniff_csv
-from pipelines.landing import LandingInventory
+from pipelines.landing import LandingInventory, SourceFile
 from pipelines.quarantine import merge_new, quarantine_rows, write_quarantine
 from pipelines.settings import IngestSettings
 from pipelines.tabular.labs import parse_timestamp
@@ -174,6 +175,37 @@ def patient_index_keys(inventory: LandingInventory, secret: str) -> set[str] | N
     return {patient_key(r["mrn"], secret) for r in rows}
 
 
+def _known_export_stats(lake_root: Path) -> set[tuple[str, int, int]]:
+    """(URI, size, mtime ns) of the export files bronze rows or bronze quarantine rows came from."""
+    stats: set[tuple[str, int, int]] = set()
+    columns = ["source_uri", "size_bytes", "source_mtime_ns"]
+    for table in (*(t for t, _ in _TARGETS.values()), tables.QUARANTINE):
+        if not lake.table_exists(table, lake_root=lake_root):
+            continue
+        extra = ["stage"] if table == tables.QUARANTINE else []
+        frame = lake.read_arrow(table, lake_root=lake_root, columns=[*columns, *extra])
+        if extra:
+            frame = frame.filter(pc.equal(frame["stage"], "bronze")).select(columns)
+        frame = frame.filter(pc.is_valid(frame["source_mtime_ns"]))
+        distinct = frame.group_by(columns).aggregate([])
+        stats.update(zip(*(distinct[c].to_pylist() for c in columns), strict=True))
+    return stats
+
+
+def _quarantine_keys(lake_root: Path) -> set[str]:
+    """Keys of the bronze quarantine rows (one narrow column, read on the driver)."""
+    if not lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
+        return set()
+    q = lake.read_arrow(tables.QUARANTINE, lake_root=lake_root, columns=["stage", "quarantine_key"])
+    return set(q.filter(pc.equal(q["stage"], "bronze"))["quarantine_key"].to_pylist())
+
+
+def _quarantine_key(uri: str, sha: str | None, row_id: str, reason: str) -> str:
+    """What :func:`pipelines.quarantine.quarantine_rows` computes for a bronze row."""
+    text = "|".join(["bronze", uri, sha or "", row_id or "", reason])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _index_quarantine(
     spark: SparkSession,
     inventory: LandingInventory,
@@ -181,7 +213,11 @@ def _index_quarantine(
     run_id: str,
     now: datetime,
 ) -> dict[str, int]:
-    """Quarantine rows for malformed index rows: file, line and problem, never the content."""
+    """Quarantine rows for malformed index rows: file, line and problem, never the content.
+
+    Indexes are small and read on the driver; Spark is only asked to write rows the
+    quarantine lacks, so a run with nothing new starts no Spark job here.
+    """
     bad: list[tuple[str, str | None, str, str, str, str]] = []
     for kind in INDEX_REQUIRED:
         for row in read_index(inventory, kind)[1]:
@@ -193,6 +229,8 @@ def _index_quarantine(
                 (row.path, sha, f"line {row.line}", kind, "malformed_index_row",
                  f"line {row.line}: {row.problem}")
             )  # fmt: skip
+    known = _quarantine_keys(settings.lake_root) if bad else set()
+    bad = [b for b in bad if _quarantine_key(b[0], b[1], b[2], b[4]) not in known]
     if not bad:
         return {}
     schema = ", ".join(
@@ -202,6 +240,37 @@ def _index_quarantine(
     return write_quarantine(
         quarantine_rows(frame, stage="bronze", run_id=run_id, now=now), settings.lake_root
     )
+
+
+def _restamp(
+    spark: SparkSession, table: tables.Table, sources: list[SourceFile], lake_root: Path
+) -> None:
+    """Record the current size and mtime on the rows an export file gave earlier.
+
+    Rows merged this run carry them already; rows read before (an export re-written with
+    extra rows, touched, or found before these columns existed) are updated, so the next
+    run skips the file unread.
+    """
+    stamps = [(s.uri, s.size_bytes, s.mtime_ns) for s in sources if s.mtime_ns is not None]
+    if not stamps or not lake.table_exists(table, lake_root=lake_root):
+        return
+    fresh = spark.createDataFrame(stamps, "source_uri string, _size long, _mtime long")
+    rows = lake.read_table(spark, table, lake_root=lake_root)
+    same = F.col("size_bytes").eqNullSafe(F.col("_size")) & F.col("source_mtime_ns").eqNullSafe(
+        F.col("_mtime")
+    )
+    stale = (
+        rows.join(F.broadcast(fresh), "source_uri")
+        .where(~same)
+        .withColumns({"size_bytes": F.col("_size"), "source_mtime_ns": F.col("_mtime")})
+        .select(*rows.columns)
+    )
+    lake.merge_table(stale, table, lake_root=lake_root, keys=["record_key"], when_matched="update")
+
+
+def _pairs(items: Iterable[tuple[str, int | None]]) -> list[Column]:
+    """Literal key/value columns for ``F.create_map``."""
+    return [c for uri, value in items for c in (F.lit(uri), F.lit(value).cast("long"))]
 
 
 def ingest_exports(
@@ -214,19 +283,40 @@ def ingest_exports(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Land every row of the labs, notes and labels exports in bronze.
 
+    Only export files whose path, size and modification time no bronze (or bronze quarantine)
+    row records are read; the others are skipped unread.
+
     Returns:
         Rows added per bronze table, and rows quarantined per reason (malformed lines).
     """
+    from pipelines.bronze import widen_tables
+
+    widen_tables(settings.lake_root)
     added: dict[str, int] = {}
     quarantined = _index_quarantine(spark, inventory, settings, run_id, now)
+    known = _known_export_stats(settings.lake_root)
     to_key = key_udf(settings.secret())
     to_staff = staff_udf(settings.secret())
     to_shifted = shift_udf(settings.secret(), settings.date_shift_max_days)
     for kind, (table, schema) in _TARGETS.items():
-        uris = [s.uri for s in inventory.by_format(kind)]  # type: ignore[arg-type]
-        if not uris:
+        sources = [
+            s
+            for s in inventory.by_format(kind)  # type: ignore[arg-type]
+            if not settings.skip_unchanged_files
+            or s.mtime_ns is None
+            or (s.uri, s.size_bytes, s.mtime_ns) not in known
+        ]
+        if not sources:
             continue
-        df = read_export(spark, kind, uris).persist()
+        uris = [s.uri for s in sources]
+        stat = {
+            "size_bytes": F.create_map(*_pairs((s.uri, s.size_bytes) for s in sources)),
+            "source_mtime_ns": F.create_map(*_pairs((s.uri, s.mtime_ns) for s in sources)),
+        }
+        df = read_export(spark, kind, uris)
+        df = df.withColumns(
+            {c: F.element_at(m, F.col("source_uri")).cast("long") for c, m in stat.items()}
+        ).persist()
         try:
             good = df.where(F.col(_CORRUPT).isNull()).withColumns(
                 {
@@ -250,7 +340,10 @@ def ingest_exports(
                 {c: to_shifted(F.col(c), F.col("patient_key")) for c in TIME_COLUMNS[kind]}
             )
             rows = schemas.conform(good, schema)
+            earlier = lake.table_exists(table, lake_root=settings.lake_root)
             added[table.name] = merge_new(rows, table, settings.lake_root, keys=["record_key"])
+            if earlier:  # a new table holds only rows of this run, stamped already
+                _restamp(spark, table, sources, settings.lake_root)
             bad = df.where(F.col(_CORRUPT).isNotNull()).select(
                 "source_uri",
                 F.col("record_key").alias("sha256"),
@@ -258,6 +351,8 @@ def ingest_exports(
                 F.lit(kind).alias("input_kind"),
                 F.lit("malformed_row").alias("reason"),
                 F.lit("the CSV line does not parse into the export's columns").alias("detail"),
+                "size_bytes",
+                "source_mtime_ns",
             )
             for reason, n in write_quarantine(
                 quarantine_rows(bad, stage="bronze", run_id=run_id, now=now), settings.lake_root

@@ -13,10 +13,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -24,13 +28,71 @@ from pyspark.sql.types import StringType, StructField, StructType
 from cardiolake import lake, tables
 from cardiolake.domain import FINDINGS, STANDARD_LEADS
 from pipelines import schemas
-from pipelines.quarantine import GATE_STAGE_PREFIX, merge_new, quarantine_rows, write_quarantine
+from pipelines.quarantine import (
+    GATE_STAGE_PREFIX,
+    gate_failed_keys,
+    merge_new,
+    quarantine_rows,
+    write_quarantine,
+)
 from pipelines.settings import IngestSettings
 from pipelines.signal.alignment import AlignmentSettings, align_recording
 
 logger = logging.getLogger(__name__)
 
 _LEADS = [schemas.lead_column(lead) for lead in STANDARD_LEADS]
+#: Table property of a gold output: the fingerprint of the inputs its step last finished.
+INPUTS_PROPERTY = "cardiolake.gold.inputs"
+
+
+def inputs_fingerprint(
+    lake_root: Path, inputs: tuple[tuple[tables.Table, str], ...], *settings: Any
+) -> str:
+    """A digest of what a gold step reads: its input tables' versions, which of their rows the
+    quality gates failed (what :func:`passed_gates` drops), and the settings that shape its
+    rows. Only key columns are read, with delta-rs on the driver.
+
+    Args:
+        lake_root: the lake root.
+        inputs: each input table with the key column the gates record (``record_key``, ...).
+        settings: values the step's output depends on.
+    """
+    failed = pa.array(sorted(gate_failed_keys(lake_root)), type=pa.string())
+    parts: list[str] = [repr(s) for s in settings]
+    for table, key in inputs:
+        if not lake.table_exists(table, lake_root=lake_root):
+            parts.append(f"{table}=absent")
+            continue
+        parts.append(f"{table}={lake.table_version(table, lake_root=lake_root)}")
+        if len(failed):
+            keys = lake.read_arrow(table, lake_root=lake_root, columns=[key])[key].cast(pa.string())
+            held = keys.filter(pc.is_in(keys, value_set=failed))
+            parts += sorted(f"{table}:{k}" for k in held.to_pylist())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _finished(outputs: tuple[tables.Table, ...], lake_root: Path, fingerprint: str) -> bool:
+    """Whether the step last finished over exactly these inputs: every table it writes exists
+    and carries the fingerprint (a table deleted or rebuilt since makes it run again)."""
+    for table in outputs:
+        if not lake.table_exists(table, lake_root=lake_root):
+            return False
+        config = DeltaTable(lake.table_uri(table, lake_root)).metadata().configuration
+        if config.get(INPUTS_PROPERTY) != fingerprint:
+            return False
+    return True
+
+
+def _mark_finished(outputs: tuple[tables.Table, ...], lake_root: Path, fingerprint: str) -> None:
+    """Record on each output table that its step finished over these inputs (a metadata
+    commit). Gold rows are a function of the inputs, so the next run with the same fingerprint
+    has nothing to add and skips the step without planning a Spark job.
+    """
+    for table in outputs:
+        if lake.table_exists(table, lake_root=lake_root):
+            DeltaTable(lake.table_uri(table, lake_root)).alter.set_table_properties(
+                {INPUTS_PROPERTY: fingerprint}, raise_if_not_exists=False
+            )
 
 
 def split_column(patient: Column, shares: tuple[float, float, float]) -> Column:
@@ -211,6 +273,15 @@ def concurrent_pairs(spark: SparkSession, settings: IngestSettings) -> DataFrame
 
 def build_alignment(spark: SparkSession, settings: IngestSettings, *, run_id: str) -> int:
     """Align every new concurrent ECG/echo pair beat by beat into gold ``alignment``."""
+    root = settings.lake_root
+    fingerprint = inputs_fingerprint(
+        root,
+        ((tables.ECG, "record_key"), (tables.ECHO, "record_key")),
+        settings.max_clock_offset_s,
+    )
+    if _finished((tables.ALIGNMENT,), root, fingerprint):
+        logger.info("alignment: inputs unchanged since the last run, nothing to align")
+        return 0
     pairs = concurrent_pairs(spark, settings)
     if pairs is None:
         return 0
@@ -244,6 +315,7 @@ def build_alignment(spark: SparkSession, settings: IngestSettings, *, run_id: st
         )
     finally:
         out.unpersist()
+    _mark_finished((tables.ALIGNMENT,), root, fingerprint)
     return added
 
 
@@ -257,6 +329,20 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
     added: dict[str, int] = {}
     if not lake.table_exists(tables.ECG, lake_root=root):
         return added
+    fingerprint = inputs_fingerprint(
+        root,
+        (
+            (tables.ECG, "record_key"),
+            (tables.ECHO, "record_key"),
+            (tables.ALIGNMENT, "alignment_key"),
+            (tables.LABELS, "exam_key"),
+        ),
+        settings.split_shares,
+    )
+    outputs = _example_outputs(root)
+    if _finished(outputs, root, fingerprint):
+        logger.info("examples: inputs unchanged since the last run, nothing to add")
+        return {t.name: 0 for t in _EXAMPLE_TABLES}
     ecg = passed_gates(
         spark, lake.read_table(spark, tables.ECG, lake_root=root), settings, key="record_key"
     ).where(F.col("patient_key").isNotNull())
@@ -415,7 +501,23 @@ def build_examples(spark: SparkSession, settings: IngestSettings, *, run_id: str
         added["examples_labeled"] = merge_new(
             labeled, tables.EXAMPLES_LABELED, root, keys=["example_key"]
         )
+    _mark_finished(outputs, root, fingerprint)
     return added
+
+
+_EXAMPLE_TABLES = (tables.EXAMPLES_PRETRAIN, tables.EXAMPLES_ALIGN, tables.EXAMPLES_LABELED)
+
+
+def _example_outputs(root: Path) -> tuple[tables.Table, ...]:
+    """The example tables :func:`build_examples` writes given which inputs exist."""
+    out = [tables.EXAMPLES_PRETRAIN]
+    if lake.table_exists(tables.ALIGNMENT, lake_root=root) and lake.table_exists(
+        tables.ECHO, lake_root=root
+    ):
+        out.append(tables.EXAMPLES_ALIGN)
+    if lake.table_exists(tables.LABELS, lake_root=root):
+        out.append(tables.EXAMPLES_LABELED)
+    return tuple(out)
 
 
 def _by_exam() -> Any:

@@ -11,7 +11,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pipelines.csv_format import CsvDialect, header_columns, sniff_csv
 
@@ -47,6 +47,10 @@ class SourceFile:
     problem: str | None = None  # a quarantine reason the scan already knows (symlink loop)
     problem_detail: str = ""
     dialect: CsvDialect | None = None  # for CSV exports: encoding and delimiter
+    # from the scan, over the main file and its companions: total size, newest mtime (ns);
+    # None when the scan could not stat it (discovery then always reads it)
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
 
 
 @dataclass
@@ -104,6 +108,13 @@ def scan_landing(root: Path) -> LandingInventory:
     inventory = LandingInventory(root=root.resolve())
     found, problems = _walk(root)
     files = sorted(set(found))
+    stats = {str(path): stat for path, stat in found.items()}
+
+    def record(uri: str, fmt: SourceFormat, companions: tuple[str, ...] = (), **kw: Any) -> None:
+        size, mtime = _record_stat([uri, *companions], stats)
+        target = inventory.unknown if fmt == "unknown" else inventory.records
+        target.append(SourceFile(uri, fmt, companions, size_bytes=size, mtime_ns=mtime, **kw))
+
     inventory.unknown.extend(problems)
     claimed: set[str] = set()
     for path in files:
@@ -115,28 +126,26 @@ def scan_landing(root: Path) -> LandingInventory:
             claimed.update(annotations)
             companions = _wfdb_signal_files(path)
             claimed.update(companions)
-            inventory.records.append(SourceFile(str(path), "wfdb", companions))
+            record(str(path), "wfdb", companions)
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".hea" or str(path) in claimed:
             continue
         if suffix == ".dcm" or (suffix == "" and _looks_like_dicom(path)):
-            inventory.records.append(SourceFile(str(path), "dicom"))
+            record(str(path), "dicom")
         elif suffix == ".avi":
-            inventory.records.append(SourceFile(str(path), "echonet_avi"))
+            record(str(path), "echonet_avi")
         elif suffix == ".csv":
             kind = _csv_kind(path)
             if kind in {"labs_csv", "notes_csv", "labels_csv"}:
-                inventory.records.append(
-                    SourceFile(str(path), kind, dialect=sniff_csv(path))  # type: ignore[arg-type]
-                )
+                record(str(path), kind, dialect=sniff_csv(path))  # type: ignore[arg-type]
             elif kind is not None:
                 inventory.indexes.setdefault(kind, []).append(path)
             else:
-                inventory.unknown.append(SourceFile(str(path), "unknown"))
+                record(str(path), "unknown")
         elif suffix in _WFDB_SIGNAL_SUFFIXES:
             # a signal file no header names (an orphan): nothing can read it
-            inventory.unknown.append(SourceFile(str(path), "unknown"))
+            record(str(path), "unknown")
         elif path.name.lower() in {
             "readme",
             "readme.md",
@@ -147,19 +156,45 @@ def scan_landing(root: Path) -> LandingInventory:
         }:
             continue  # documentation shipped with public datasets
         else:
-            inventory.unknown.append(SourceFile(str(path), "unknown"))
+            record(str(path), "unknown")
     inventory.records.sort(key=lambda r: r.uri)
     return inventory
 
 
-def _walk(root: Path) -> tuple[list[Path], list[SourceFile]]:
+def _record_stat(
+    paths: list[str], stats: dict[str, tuple[int, int]]
+) -> tuple[int | None, int | None]:
+    """Total size and newest mtime (ns) of a record's files that exist (as hashing reads them).
+
+    A companion the walk did not meet (outside the landing zone) is stat'ed here; a main file
+    without a stat gives (None, None), so discovery never trusts it.
+    """
+    size, newest = 0, 0
+    for i, path in enumerate(paths):
+        stat = stats.get(path)
+        if stat is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                if i == 0:
+                    return None, None
+                continue  # a missing signal file: hashing skips it too
+            stat = (st.st_size, st.st_mtime_ns)
+        size += stat[0]
+        newest = max(newest, stat[1])
+    return size, newest
+
+
+def _walk(root: Path) -> tuple[dict[Path, tuple[int, int]], list[SourceFile]]:
     """Every regular file under ``root`` (symlinks followed once), and the paths that fail.
 
     A symbolic link that loops, dangles or leads back into a folder already walked, a folder
     that cannot be listed and anything that is no regular file (a FIFO would block a reader)
     come back as unknown inputs with a quarantine reason, so nothing is silently dropped.
+    Each file comes with its size and modification time (ns), from the one ``stat`` the walk
+    makes anyway.
     """
-    files: list[Path] = []
+    files: dict[Path, tuple[int, int]] = {}
     problems: list[SourceFile] = []
     walked: set[Path] = {root.resolve()}
     stack = [root]
@@ -208,14 +243,16 @@ def _walk(root: Path) -> tuple[list[Path], list[SourceFile]]:
                             walked.add(target)
                             stack.append(path)
                     elif target.is_file():
-                        files.append(target)
+                        st = entry.stat(follow_symlinks=True)
+                        files[target] = (st.st_size, st.st_mtime_ns)
                     else:
                         problem(path, "unreadable_path", "not a regular file")
                 elif entry.is_dir(follow_symlinks=False):
                     walked.add(path.resolve())
                     stack.append(path)
                 elif entry.is_file(follow_symlinks=False):
-                    files.append(path.resolve())
+                    st = entry.stat(follow_symlinks=False)
+                    files[path.resolve()] = (st.st_size, st.st_mtime_ns)
                 else:
                     problem(path, "unreadable_path", "not a regular file")
             except OSError as exc:

@@ -32,9 +32,26 @@ def _struct(*fields: tuple[str, DataType]) -> StructType:
     return StructType([StructField(name, dtype, nullable=True) for name, dtype in fields])
 
 
+#: Columns added to existing tables after they were first written (all nullable): a writer
+#: whose rows lack one gets nulls, and :func:`add_missing_columns` widens an older table.
+ADDED_COLUMNS = frozenset({"source_mtime_ns", "size_bytes"})
+
+
 def conform(df: DataFrame, schema: StructType) -> DataFrame:
-    """Select a table's columns in its order, cast to its types (what every writer passes)."""
-    return df.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+    """Select a table's columns in its order, cast to its types (what every writer passes).
+
+    A column of :data:`ADDED_COLUMNS` the rows lack is filled with nulls, so writers that
+    predate it (the quality gates writing quarantine rows) need no change.
+    """
+    have = set(df.columns)
+    return df.select(
+        *[
+            F.col(f.name).cast(f.dataType)
+            if f.name in have or f.name not in ADDED_COLUMNS
+            else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in schema.fields
+        ]
+    )
 
 
 def lead_column(lead: str) -> str:
@@ -63,7 +80,15 @@ QUARANTINE = _struct(
     ("detail", _S),
     ("run_id", _S),
     ("quarantined_at", _T),
+    # bronze rows only: the file's size and newest modification time (ns) when it was found,
+    # so the next run skips it unread while both are unchanged (null: found before these)
+    ("size_bytes", _L),
+    ("source_mtime_ns", _L),
 )
+
+#: Newest modification time (ns) of the record's files when found; with ``size_bytes`` it lets
+#: discovery skip unchanged files without reading them (null in tables written before it).
+_SOURCE_MTIME = ("source_mtime_ns", _L)
 
 _FILE_COMMON = (
     ("record_key", _S),  # the content's SHA-256: the same bytes are one record
@@ -85,6 +110,7 @@ ECG_RAW = _struct(
     ("lead_names", ArrayType(_S)),
     ("run_id", _S),
     ("ingest_time", _T),
+    _SOURCE_MTIME,
 )
 
 ECHO_RAW = _struct(
@@ -97,7 +123,12 @@ ECHO_RAW = _struct(
     ("has_r_wave_vector", _B),
     ("run_id", _S),
     ("ingest_time", _T),
+    _SOURCE_MTIME,
 )
+
+#: Size and modification time (ns) of the export file a tabular row was read from (null in
+#: tables written before them): discovery skips an export unread while both are unchanged.
+_EXPORT_STAT = (("size_bytes", _L), _SOURCE_MTIME)
 
 LABS_RAW = _struct(
     ("record_key", _S),
@@ -111,6 +142,7 @@ LABS_RAW = _struct(
     ("draw_time", _S),
     ("run_id", _S),
     ("ingest_time", _T),
+    *_EXPORT_STAT,
 )
 
 NOTES_RAW = _struct(
@@ -124,6 +156,7 @@ NOTES_RAW = _struct(
     ("text_chars", _I),
     ("run_id", _S),
     ("ingest_time", _T),
+    *_EXPORT_STAT,
 )  # no note text in bronze: raw notes carry identifiers
 
 LABELS_RAW = _struct(
@@ -138,6 +171,7 @@ LABELS_RAW = _struct(
     *((f, _S) for f in FINDINGS),
     ("run_id", _S),
     ("ingest_time", _T),
+    *_EXPORT_STAT,
 )
 
 ECG = _struct(

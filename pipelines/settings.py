@@ -27,6 +27,10 @@ class IngestSettings:
             budget of a decoding task.
         date_shift_max_days: every timestamp of a patient moves back by the same 1 to this
             many days (keyed by the pseudonym), so no real date lands; 0 keeps real dates.
+        skip_unchanged_files: skip, unread, every landing file whose path, size and
+            modification time bronze or quarantine already record (the Auto Loader model);
+            False hashes every file each run, for a landing zone whose writers may rewrite a
+            file keeping its size and mtime.
     """
 
     landing: Path
@@ -39,6 +43,7 @@ class IngestSettings:
     split_shares: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
     limits: ReadLimits = field(default_factory=ReadLimits)
     date_shift_max_days: int = 365
+    skip_unchanged_files: bool = True
 
     def __post_init__(self) -> None:
         # a configured secret is checked at once (before any file is read, before Spark);

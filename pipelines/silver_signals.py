@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 from scipy.signal import resample_poly
 
-from cardiolake import tables
+from cardiolake import lake, tables
 from cardiolake.domain import STANDARD_LEADS
 from pipelines import schemas
 from pipelines.ecg_source import STANDARD_ALIASES, EcgSource, read_ecg_source
@@ -144,6 +146,41 @@ def standardise_echo(clip: EchoClip) -> dict[str, Any]:
     }
 
 
+def pending_count(
+    source: tables.Table,
+    *,
+    done: tables.Table,
+    done_column: str = "record_key",
+    stage: str,
+    lake_root: Path,
+) -> int | None:
+    """How many rows :func:`pipelines.quarantine.unprocessed` would return, counted cheaply.
+
+    The same anti-join on key columns only, read with delta-rs on the driver (no Spark job,
+    no signal column), so a stage with nothing to do returns before it plans anything.
+
+    Returns:
+        The number of pending source rows, or None when the source table does not exist.
+    """
+    if not lake.table_exists(source, lake_root=lake_root):
+        return None
+    keys = lake.read_arrow(source, lake_root=lake_root, columns=["record_key"])["record_key"]
+    keys = keys.cast(pa.string())
+    blocks: list[pa.Array] = []
+    if lake.table_exists(done, lake_root=lake_root):
+        out = lake.read_arrow(done, lake_root=lake_root, columns=[done_column])[done_column]
+        out = out.combine_chunks()
+        blocks.append(pc.list_flatten(out) if pa.types.is_list(out.type) else out)
+    if lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
+        q = lake.read_arrow(tables.QUARANTINE, lake_root=lake_root, columns=["stage", "sha256"])
+        blocks.append(q.filter(pc.equal(q["stage"], stage))["sha256"].combine_chunks())
+    if not blocks:
+        return len(keys)
+    known = pc.drop_null(pa.concat_arrays([b.cast(pa.string()) for b in blocks]))
+    found = pc.fill_null(pc.is_in(keys, value_set=known), False)
+    return len(keys) - pc.sum(found.cast(pa.int64())).as_py() if len(keys) else 0
+
+
 def _task(
     process: Callable[[dict[str, Any]], dict[str, Any]], out_schema: StructType
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -199,6 +236,8 @@ def _run_stage(
     run_id: str,
     now: Any,
 ) -> tuple[int, dict[str, int]]:
+    if not pending_count(source, done=target, stage=stage, lake_root=settings.lake_root):
+        return 0, {}
     todo = unprocessed(spark, source, done=target, stage=stage, lake_root=settings.lake_root)
     if todo is None:
         return 0, {}

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -29,6 +30,7 @@ from pipelines.bronze_tabular import read_export
 from pipelines.landing import LandingInventory
 from pipelines.quarantine import merge_new, quarantine_rows, unprocessed, write_quarantine
 from pipelines.settings import IngestSettings
+from pipelines.silver_signals import pending_count
 from pipelines.tabular import (
     LabelVote,
     LabResult,
@@ -76,6 +78,10 @@ def silver_labs(
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
     """Normalise new bronze lab rows into silver ``labs``."""
+    if not pending_count(
+        tables.LABS_RAW, done=tables.LABS, stage="silver_labs", lake_root=settings.lake_root
+    ):
+        return 0, {}
     todo = unprocessed(
         spark, tables.LABS_RAW, done=tables.LABS, stage="silver_labs", lake_root=settings.lake_root
     )
@@ -177,6 +183,10 @@ def silver_notes(
     now: datetime,
 ) -> tuple[int, dict[str, int]]:
     """De-identify new notes into silver ``notes`` (text re-read from the export, never raw)."""
+    if not pending_count(
+        tables.NOTES_RAW, done=tables.NOTES, stage="silver_notes", lake_root=settings.lake_root
+    ):
+        return 0, {}
     todo = unprocessed(
         spark,
         tables.NOTES_RAW,
@@ -259,6 +269,14 @@ def silver_labels(
     Votes that cannot be read are quarantined here; a label of a patient with no exam in the
     lake, or stamped before its exam, reaches silver and the labels gate holds it back.
     """
+    if not pending_count(
+        tables.LABELS_RAW,
+        done=tables.LABELS,
+        done_column="vote_keys",
+        stage="silver_labels",
+        lake_root=settings.lake_root,
+    ):
+        return 0, {}
     todo = unprocessed(
         spark,
         tables.LABELS_RAW,
@@ -372,8 +390,9 @@ def known_patients(
     found: set[str] = set()
     for table in (tables.ECG_RAW, tables.ECHO_RAW):
         if lake.table_exists(table, lake_root=settings.lake_root):
-            df = lake.read_table(spark, table, lake_root=settings.lake_root)
-            found.update(r[0] for r in df.select("patient_key").distinct().collect() if r[0])
+            # one narrow column on the driver: no Spark job on a run with nothing to do
+            keys = lake.read_arrow(table, lake_root=settings.lake_root, columns=["patient_key"])
+            found.update(k for k in pc.unique(keys["patient_key"]).to_pylist() if k)
     return found or None
 
 
