@@ -78,9 +78,14 @@ def quarantine_rows(df: DataFrame, *, stage: str, run_id: str, now: datetime) ->
 
 def write_quarantine(df: DataFrame, lake_root: Path) -> dict[str, int]:
     """Merge quarantine rows (new keys only); return the rows added per reason."""
+    from pipelines.bronze import widen_tables  # bronze imports this module
+
     counts = {r["reason"]: int(r["count"]) for r in df.groupBy("reason").count().collect()}
     if not counts:
         return {}
+    # the gates and batch scoring write here too: an older lake gains the newer columns
+    # (nullable) before its first write by any of them, not only before an ingest
+    widen_tables(lake_root)
     before = _reason_counts(lake_root)
     lake.merge_table(df, tables.QUARANTINE, lake_root=lake_root, keys=["quarantine_key"])
     after = _reason_counts(lake_root)
