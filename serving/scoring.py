@@ -116,7 +116,7 @@ def fetch_model(ref: str, cache: Path, precision: str | None = None) -> ModelFil
     # SparkFiles are keyed by file name for the life of the SparkContext, and a second file of
     # the same name with other bytes fails every later task: name the copy by its content
     model = folder / "spark" / f"{digest[:16]}-{name}"
-    if not model.is_file():
+    if not model.is_file() or sha256(model) != digest:
         model.parent.mkdir(exist_ok=True)
         shutil.copyfile(local / name, model)
     ref_path = local / REFERENCE_FILE
