@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -45,17 +46,10 @@ def history(
 ) -> None:
     """Versions of a table: time, operation, rows added and removed."""
     from cardiolake import lake as lake_io
-    from cardiolake.tables import get_table
 
     root = resolve_lake(lake)
     found = require_lake(root)
-    try:
-        ref = get_table(table_name)
-    except (KeyError, ValueError):
-        ref = None
-    if ref is None or ref not in found:
-        known = ", ".join(str(t) for t in found)
-        raise UserError(f"no table {table_name!r} in the lake {root}", f"one of {known}")
+    ref = _lake_table(table_name, found, root)
     if limit < 1:
         raise typer.BadParameter(f"{limit} is not a positive number", param_hint="--limit")
     table = Table(title=f"history of {table_name}")
@@ -117,23 +111,13 @@ def optimize(
     """
     from cardiolake import lake as lake_io
     from cardiolake.config import build_settings
-    from cardiolake.tables import get_table
 
     require_file(config, option="--config")
     root = resolve_lake(lake)
     found = require_lake(root)
     selected = found
     if table_names:
-        selected = []
-        for name in table_names:
-            try:
-                ref = get_table(name)
-            except (KeyError, ValueError):
-                ref = None
-            if ref is None or ref not in found:
-                known = ", ".join(str(t) for t in found)
-                raise UserError(f"no table {name!r} in the lake {root}", f"one of {known}")
-            selected.append(ref)
+        selected = [_lake_table(name, found, root) for name in table_names]
     zorder_map: dict[str, tuple[str, ...]] = {}
     if zorder:
         if len(selected) != 1 or not table_names:
@@ -200,3 +184,21 @@ def _change(before: str, after: str) -> str:
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:,.2f}"
+
+
+def _lake_table(name: str, found: list[Any], root: Path) -> Any:
+    """The table ``name`` (layer.name or its name) among the lake's tables ``found``.
+
+    Raises:
+        UserError: no such table in the lake (the message lists the ones there are).
+    """
+    from cardiolake.tables import get_table
+
+    try:
+        ref = get_table(name)
+    except (KeyError, ValueError):
+        ref = None
+    if ref is None or ref not in found:
+        known = ", ".join(str(t) for t in found)
+        raise UserError(f"no table {name!r} in the lake {root}", f"one of {known}")
+    return ref
