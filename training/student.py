@@ -333,9 +333,10 @@ def validation_rows(data: StudentData) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
-def validation_auc(model: Student, data: StudentData, settings: StudentSettings) -> float:
-    """Mean triage AUC over the 1-lead and 6-lead inputs of the validation rows."""
-    val = validation_rows(data)
+def validation_auc(model: Student, data: StudentData, settings: StudentSettings,
+                   rows: np.ndarray | None = None) -> float:  # fmt: skip
+    """Mean triage AUC over the 1-lead and 6-lead inputs of ``rows`` (the validation rows)."""
+    val = validation_rows(data) if rows is None else rows
     aucs = [auc(data.labels[val, 0],
                 predict(model, data, val, settings, EVALUATION_LEAD_SETS[k])[:, 0])
             for k in (1, 6)]  # fmt: skip
@@ -415,7 +416,12 @@ def fit_student(model: Student, data: StudentData, settings: StudentSettings,
             stage.end_epoch(epoch, metrics, state, best_key="val_auc", higher_is_better=True)
     if best_epoch >= 0:
         model.load_state_dict(best_model.state_dict())
+    # the kept weights' AUC on the labelled rows they learned from: next to val_auc it shows
+    # how far the student fits versus generalises (a small cohort's val split is noisy)
+    fitted = np.flatnonzero((data.split == "train") & ~data.mobile
+                            & np.isfinite(data.labels[:, 0]))  # fmt: skip
     return {"val_auc": float(scores[best_epoch]) if best_epoch >= 0 else float("nan"),
+            "train_auc": validation_auc(model, data, settings, fitted),
             "best_epoch": float(best_epoch + 1), "epochs_run": float(len(scores))}  # fmt: skip
 
 
