@@ -206,7 +206,8 @@ def _decode(
             ),
         )
         return row
-    clip = read_echo_clip(uri, fmt, limits=config.limits)
+    # headers only: silver decodes the pixels once, frame by frame
+    clip = read_echo_clip(uri, fmt, limits=config.limits, pixels="header")
     row.update(patient_key=_key(clip.mrn, config.secret))
     shift = _shift_of(row, config)
     header = shift_header_dates(clip.header, shift)
@@ -215,9 +216,9 @@ def _decode(
         target="echo_raw",
         format=clip.source_format,
         acquisition_time=None if when is None else when + shift,
-        n_frames=int(clip.frames.shape[0]),
-        height=int(clip.frames.shape[1]),
-        width=int(clip.frames.shape[2]),
+        n_frames=clip.shape[0],
+        height=clip.shape[1],
+        width=clip.shape[2],
         fps=float(clip.fps),
         synchronized=clip.synchronized,
         has_r_wave_vector=clip.r_wave_times_s is not None,

@@ -162,10 +162,29 @@ def pending_count(
     Returns:
         The number of pending source rows, or None when the source table does not exist.
     """
+    work = pending_work(source, done=done, done_column=done_column, stage=stage,
+                        lake_root=lake_root)  # fmt: skip
+    return None if work is None else work[0]
+
+
+def pending_work(
+    source: tables.Table,
+    *,
+    done: tables.Table,
+    done_column: str = "record_key",
+    stage: str,
+    lake_root: Path,
+) -> tuple[int, int] | None:
+    """:func:`pending_count`'s rows, and the source bytes behind them (``size_bytes``, where
+    the source records it: 0 otherwise), so a stage sizes its partitions by input bytes."""
     if not lake.table_exists(source, lake_root=lake_root):
         return None
-    keys = lake.read_arrow(source, lake_root=lake_root, columns=["record_key"])["record_key"]
-    keys = keys.cast(pa.string())
+    try:
+        frame = lake.read_arrow(source, lake_root=lake_root, columns=["record_key", "size_bytes"])
+    except Exception:  # noqa: BLE001 - a source without file sizes: rows are all we size by
+        frame = lake.read_arrow(source, lake_root=lake_root, columns=["record_key"])
+    keys = frame["record_key"].cast(pa.string())
+    sizes = frame["size_bytes"] if "size_bytes" in frame.column_names else None
     blocks: list[pa.Array] = []
     if lake.table_exists(done, lake_root=lake_root):
         out = lake.read_arrow(done, lake_root=lake_root, columns=[done_column])[done_column]
@@ -174,21 +193,50 @@ def pending_count(
     if lake.table_exists(tables.QUARANTINE, lake_root=lake_root):
         q = lake.read_arrow(tables.QUARANTINE, lake_root=lake_root, columns=["stage", "sha256"])
         blocks.append(q.filter(pc.equal(q["stage"], stage))["sha256"].combine_chunks())
-    if not blocks:
-        return len(keys)
-    known = pc.drop_null(pa.concat_arrays([b.cast(pa.string()) for b in blocks]))
-    found = pc.fill_null(pc.is_in(keys, value_set=known), False)
-    return len(keys) - pc.sum(found.cast(pa.int64())).as_py() if len(keys) else 0
+    if not len(keys):
+        return 0, 0
+    pending = pa.array(np.ones(len(keys), dtype=bool))
+    if blocks:
+        known = pc.drop_null(pa.concat_arrays([b.cast(pa.string()) for b in blocks]))
+        pending = pc.invert(pc.fill_null(pc.is_in(keys, value_set=known), False))
+    rows = int(pc.sum(pending.cast(pa.int64())).as_py() or 0)
+    size = 0
+    if sizes is not None and rows:
+        size = int(pc.sum(pc.fill_null(pc.filter(sizes, pending), 0)).as_py() or 0)
+    return rows, size
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """About how many bytes ``row`` adds to an Arrow batch (its payload dominates)."""
+    total = 0
+    for value in row.values():
+        if isinstance(value, bytes | bytearray | str):
+            total += len(value)
+        elif isinstance(value, np.ndarray):
+            total += int(value.nbytes)
+        elif isinstance(value, list | tuple):
+            total += 8 * len(value)
+        else:
+            total += 8
+    return total
 
 
 def _task(
-    process: Callable[[dict[str, Any]], dict[str, Any]], out_schema: StructType
+    process: Callable[[dict[str, Any]], dict[str, Any]],
+    out_schema: StructType,
+    max_batch_bytes: int,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         schema = to_arrow_schema(out_schema, timezone="UTC")
+        rows: list[dict[str, Any]] = []
+        held = 0
         for batch in batches:
-            rows = []
             for item in batch.to_pylist():
+                # an output batch is cut by bytes, not by input rows: a batch of decoded
+                # frames past 2 GiB cannot be built, and a smaller one caps worker memory
+                if rows and held >= max_batch_bytes:
+                    yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                    rows, held = [], 0
                 base = {"record_key": item["record_key"], "source_uri": item["source_uri"]}
                 try:
                     rows.append({**item, **process(item), "target": "silver"})
@@ -213,6 +261,8 @@ def _task(
                             "detail": detail,
                         }
                     )
+                held += row_bytes(rows[-1])
+        if rows:
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
     return run
@@ -236,14 +286,17 @@ def _run_stage(
     run_id: str,
     now: Any,
 ) -> tuple[int, dict[str, int]]:
-    if not pending_count(source, done=target, stage=stage, lake_root=settings.lake_root):
+    work = pending_work(source, done=target, stage=stage, lake_root=settings.lake_root)
+    if not work or not work[0]:
         return 0, {}
     todo = unprocessed(spark, source, done=target, stage=stage, lake_root=settings.lake_root)
     if todo is None:
         return 0, {}
-    todo = todo.select(*inputs).repartition(settings.task_slices)
+    todo = todo.select(*inputs).repartition(settings.partitions_for(*work))
     out_schema = _with_outcome(StructType([f for f in schema.fields if f.name != "run_id"]))
-    done = todo.mapInArrow(_task(process, out_schema), out_schema).persist()
+    done = todo.mapInArrow(
+        _task(process, out_schema, settings.max_batch_bytes), out_schema
+    ).persist()
     try:
         rows = done.where(F.col("target") == "silver").withColumn("run_id", F.lit(run_id))
         rows = schemas.conform(rows, schema)

@@ -58,7 +58,7 @@ def _weighted_aucs(y: np.ndarray, s: np.ndarray, counts: np.ndarray) -> np.ndarr
     below = np.cumsum(w_neg, axis=1) - w_neg
     n_pos, n_neg = w_pos.sum(axis=1), w_neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (w_pos * (below + 0.5 * w_neg)).sum(axis=1) / (n_pos * n_neg)
+        out: np.ndarray = (w_pos * (below + 0.5 * w_neg)).sum(axis=1) / (n_pos * n_neg)
     out[(n_pos == 0) | (n_neg == 0)] = np.nan
     return out
 

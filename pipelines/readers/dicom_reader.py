@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 #: Side of the frames every downstream echo model reads (EchoNet-Dynamic's size).
 FRAME_SIZE = 112
+
+#: How much of an echo's pixel data a read decodes (see :func:`read_dicom`).
+PixelMode = Literal["full", "stream", "header"]
+
 ECG_SOP_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG Waveform
@@ -128,9 +132,10 @@ class EchoClip:
     Attributes:
         uri: the source file.
         source_format: ``"dicom"`` or ``"echonet_avi"``.
-        frames: ``(F, H, W)`` uint8 grayscale at the stored resolution.
+        frames: ``(F, H, W)`` uint8 grayscale at the stored resolution; None unless asked
+            for (``pixels="full"``): ingestion streams frames straight to 112x112.
         frames_112: ``(F, 112, 112)`` uint8, a plain (non-letterboxed) area resize of the
-            whole image, so a non-square image is stretched.
+            whole image, so a non-square image is stretched; None for a header-only read.
         frame_times_s: ``(F,)`` seconds from the first frame, as the header states them
             (the echo gate checks that they strictly increase).
         fps: mean frame rate in Hz (``nan`` for a single frame without timing).
@@ -142,13 +147,14 @@ class EchoClip:
         ed_frame: traced end-diastolic frame index when the source supplies one.
         es_frame: traced end-systolic frame index when the source supplies one.
         mrn: the patient's MRN, only for deriving the pseudonymous key (kept out of repr).
+        shape: ``(F, H, W)`` as stored (from the header when nothing was decoded).
     """
 
     uri: str
     source_format: Literal["dicom", "echonet_avi"]
     # Arrays and header stay out of repr: a logged clip must not dump megabytes.
-    frames: np.ndarray = field(repr=False)
-    frames_112: np.ndarray = field(repr=False)
+    frames: np.ndarray | None = field(repr=False)
+    frames_112: np.ndarray | None = field(repr=False)
     frame_times_s: np.ndarray = field(repr=False)
     fps: float
     acquisition_datetime: datetime | None
@@ -158,11 +164,17 @@ class EchoClip:
     ed_frame: int | None = None
     es_frame: int | None = None
     mrn: str | None = field(default=None, repr=False)
+    shape: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.frames is not None:
+            # frozen: the stored frames, when kept, are the shape's one source of truth
+            object.__setattr__(self, "shape", tuple(int(d) for d in self.frames.shape[:3]))
 
     @property
     def n_frames(self) -> int:
         """Number of frames."""
-        return int(self.frames.shape[0])
+        return int(self.shape[0])
 
 
 #: The DICOM echo result is the shared clip type.
@@ -375,6 +387,7 @@ def read_dicom(
     *,
     uri: str | None = None,
     limits: ReadLimits = DEFAULT_LIMITS,
+    pixels: PixelMode = "full",
 ) -> DicomEcg | EchoClip:
     """Read an ECG waveform or an ultrasound image DICOM file, dispatching on SOP Class.
 
@@ -383,6 +396,10 @@ def read_dicom(
             ``binaryFile`` content).
         uri: name to report in results and errors; defaults to ``str(path)``.
         limits: size caps checked before anything is allocated.
+        pixels: for an echo, ``"full"`` keeps the stored frames and their 112x112 resize;
+            ``"stream"`` decodes frame by frame straight to 112x112, so memory is bounded by
+            the output clip plus one frame (ingestion); ``"header"`` decodes nothing but still
+            checks the declared sizes against the stored pixel bytes (bronze).
 
     Returns:
         :class:`DicomEcg` for 12-lead / general / ambulatory ECG waveforms, :class:`EchoClip`
@@ -403,13 +420,13 @@ def read_dicom(
     elif uri is None:
         uri = str(getattr(path, "name", "<stream>"))
     try:
-        return _read_dicom(path, uri, limits)
+        return _read_dicom(path, uri, limits, pixels)
     except MemoryError as exc:
         raise InputError("memory_limit", "decoding needs more memory than allowed", uri) from exc
 
 
 def _read_dicom(
-    path: str | PathLike[str] | BinaryIO, uri: str, limits: ReadLimits
+    path: str | PathLike[str] | BinaryIO, uri: str, limits: ReadLimits, pixels: PixelMode
 ) -> DicomEcg | EchoClip:
     with _quiet_pydicom() as caught:
         ds = _dcmread(path, uri, limits)
@@ -421,7 +438,7 @@ def _read_dicom(
             if sop in ECG_SOP_CLASSES:
                 return _read_ecg(ds, uri, limits)
             if sop in US_SOP_CLASSES:
-                return _read_echo(ds, uri, hit_eof=hit_eof, limits=limits)
+                return _read_echo(ds, uri, hit_eof=hit_eof, limits=limits, pixels=pixels)
         except InputError:
             raise
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
@@ -675,29 +692,42 @@ def frame_times_s(ds: Dataset, n_frames: int, uri: str) -> tuple[np.ndarray, flo
     return times_ms / 1000.0, float(fps)
 
 
-def to_grayscale(pixels: np.ndarray, photometric: str) -> np.ndarray:
+def to_grayscale(pixels: np.ndarray, photometric: str, *, top: float | None = None
+                 ) -> np.ndarray:  # fmt: skip
     """``(F, H, W[, 3])`` RGB or monochrome pixels to ``(F, H, W)`` uint8 luminance.
 
     Colour becomes BT.601 luma (0.299 R + 0.587 G + 0.114 B), i.e. the Y of YBR_FULL;
-    MONOCHROME1 is inverted so that bright always means echogenic.
+    MONOCHROME1 is inverted so that bright always means echogenic. Above 8 bits, ``top`` is
+    the clip's largest (offset) value when the frames come one at a time.
     """
     if pixels.ndim == 4:
         n, h, w, _ = pixels.shape
         flat = np.ascontiguousarray(pixels.reshape(n * h, w, 3))
         if flat.dtype != np.uint8:
-            flat = _scale_to_uint8(flat)
+            flat = _scale_to_uint8(flat, top)
         return np.asarray(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY)).reshape(n, h, w)
-    gray = _scale_to_uint8(pixels)
+    gray = _scale_to_uint8(pixels, top)
     return 255 - gray if photometric == "MONOCHROME1" else gray
 
 
-def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+def _uint8_scale_top(pixels: np.ndarray) -> float:
+    """The largest value of ``pixels`` after the signed offset (what sets the bit depth)."""
+    if pixels.dtype == np.uint8 or not pixels.size:
+        return 0.0
+    top = float(pixels.max())
+    if np.issubdtype(pixels.dtype, np.signedinteger):
+        top -= float(np.iinfo(pixels.dtype).min)
+    return top
+
+
+def _scale_to_uint8(pixels: np.ndarray, top: float | None = None) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return pixels
     values = pixels.astype(np.float64)
     if np.issubdtype(pixels.dtype, np.signedinteger):
         values -= np.iinfo(pixels.dtype).min
-    top = float(values.max()) if values.size else 0.0
+    if top is None:
+        top = float(values.max()) if values.size else 0.0
     bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
     # Shift by the used bit depth rather than min-max stretch: brightness stays comparable
     # between clips of one device.
@@ -713,46 +743,83 @@ def resize_frames(frames: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
     ).reshape(frames.shape[0], size, size)
 
 
-def _decode_frames(ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool) -> np.ndarray:
+def _check_pixel_bytes(ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool) -> None:
+    """Pixel Data is there and (natively encoded) holds every declared byte."""
     if "PixelData" not in ds:
         if hit_eof:
             raise InputError("pixel_data_truncated", "file ends inside Pixel Data", uri)
         raise InputError("no_pixel_data", "image has no Pixel Data", uri)
-    syntax = ds.file_meta.TransferSyntaxUID
-    rows = _required_int(ds, "Rows", uri)
-    cols = _required_int(ds, "Columns", uri)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if not syntax.is_compressed:
+    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        rows = _required_int(ds, "Rows", uri)
+        cols = _required_int(ds, "Columns", uri)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
         bits = _required_int(ds, "BitsAllocated", uri)
         expected = rows * cols * n_frames * spp * max(bits, 8) // 8
         if len(ds.PixelData) < expected:
             raise InputError(
                 "pixel_data_truncated", f"{len(ds.PixelData)} of {expected} pixel bytes", uri
             )
+
+
+def _decoded_frames(ds: Dataset, uri: str) -> Iterator[tuple[np.ndarray, str]]:
+    """Each frame as the codec returns it (RGB or monochrome), with its photometric."""
+    syntax = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as exc:
         raise InputError("decode_failed", f"no decoder for {syntax.name}", uri) from exc
     try:
         # raw=False: YBR_FULL/YBR_FULL_422 (and J2K's ICT/RCT) come back as RGB.
-        pixels, meta = decoder.as_array(ds)
-        photometric = str(meta.get("photometric_interpretation", ""))
-        spp = int(meta.get("samples_per_pixel", spp))
-        if photometric == "PALETTE COLOR":
-            pixels, photometric, spp = apply_color_lut(pixels, ds), "RGB", 3
+        for pixels, meta in decoder.iter_array(ds):
+            photometric = str(meta.get("photometric_interpretation", ""))
+            if photometric == "PALETTE COLOR":
+                pixels, photometric = apply_color_lut(pixels, ds), "RGB"
+            yield pixels, photometric
+    except InputError:
+        raise
     except Exception as exc:  # codecs raise all kinds of errors on corrupt streams
         raise InputError("decode_failed", _short(exc), uri) from exc
-    if pixels.ndim == (3 if spp == 3 else 2):  # a single frame comes without a frame axis
-        pixels = pixels[None]
-    frames = to_grayscale(pixels, photometric)
-    if frames.shape != (n_frames, rows, cols):
-        raise InputError(
-            "decode_failed", f"decoded {frames.shape}, header says {(n_frames, rows, cols)}", uri
-        )
-    return frames
 
 
-def _check_declared_pixels(ds: Dataset, uri: str, n_frames: int, limits: ReadLimits) -> None:
+def _decode_frames(
+    ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool, keep_full: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The stored frames (when ``keep_full``) and their 112x112 resize, one frame at a time.
+
+    Only the output clip and one decoded frame are held, never the whole decoded input: a
+    500 MB cine needs the 112x112 clip, not 500 MB of frames plus their grey and float copies.
+    Above 8 bits a first pass finds the clip's bit depth so every frame is scaled alike.
+    """
+    _check_pixel_bytes(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
+    rows = _required_int(ds, "Rows", uri)
+    cols = _required_int(ds, "Columns", uri)
+    top = None
+    if int(ds.get("BitsAllocated", 8) or 8) > 8:
+        top = max((_uint8_scale_top(px) for px, _ in _decoded_frames(ds, uri)), default=0.0)
+    full = np.empty((n_frames, rows, cols), np.uint8) if keep_full else None
+    small = np.empty((n_frames, FRAME_SIZE, FRAME_SIZE), np.uint8)
+    count = 0
+    for pixels, photometric in _decoded_frames(ds, uri):
+        if count >= n_frames:
+            count += 1
+            break
+        gray = to_grayscale(pixels[None], photometric, top=top)[0]
+        if gray.shape != (rows, cols):
+            raise InputError(
+                "decode_failed", f"decoded frame {gray.shape}, header says {(rows, cols)}", uri
+            )
+        if full is not None:
+            full[count] = gray
+        small[count] = resize_frames(gray[None])[0]
+        count += 1
+    if count != n_frames:
+        raise InputError("decode_failed", f"decoded {count} frames, header says {n_frames}", uri)
+    return full, small
+
+
+def _check_declared_pixels(
+    ds: Dataset, uri: str, n_frames: int, limits: ReadLimits, pixels: PixelMode = "full"
+) -> None:
     """Declared frames x rows x columns x samples against the caps and the stored bytes."""
     check_size("NumberOfFrames", n_frames, limits.max_frames, uri)
     if "PixelData" not in ds:
@@ -763,10 +830,13 @@ def _check_declared_pixels(ds: Dataset, uri: str, n_frames: int, limits: ReadLim
     bits = int(ds.get("BitsAllocated", 8) or 8)
     if min(rows, cols, spp, bits) < 1 or spp > 4 or bits > 64:
         raise InputError("header_mismatch", f"image {rows}x{cols}x{spp} at {bits} bits", uri)
-    # decoding holds the codec's array, its grey copy and (for >8 bits) a float64 copy
+    # a full decode is capped as if it held the codec's array, its grey copy and (above 8
+    # bits) a float64 copy of every frame; a streamed one holds one frame of those and the
+    # 112x112 output clip, so a long cine is fine while a huge frame is not
     per_sample = max(bits, 8) // 8 + (8 if bits > 8 else 1)
-    check_size("decoded pixels", n_frames * rows * cols * spp * per_sample,
-               limits.max_decoded_bytes, uri)  # fmt: skip
+    frame = rows * cols * spp * per_sample
+    held = n_frames * frame if pixels == "full" else frame + n_frames * FRAME_SIZE**2
+    check_size("decoded pixels", held, limits.max_decoded_bytes, uri)
     data = ds.get("PixelData")
     if data is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
         try:
@@ -780,7 +850,12 @@ def _check_declared_pixels(ds: Dataset, uri: str, n_frames: int, limits: ReadLim
 
 
 def _read_echo(
-    ds: Dataset, uri: str, *, hit_eof: bool, limits: ReadLimits = DEFAULT_LIMITS
+    ds: Dataset,
+    uri: str,
+    *,
+    hit_eof: bool,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    pixels: PixelMode = "full",
 ) -> EchoClip:
     if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
         # text burned into the pixels (names, dates, MRNs) cannot be removed from the
@@ -790,10 +865,17 @@ def _read_echo(
     n_frames = 1 if declared is None or declared == "" else int(declared)
     if n_frames < 1:
         raise InputError("header_mismatch", f"NumberOfFrames {n_frames}", uri)
-    _check_declared_pixels(ds, uri, n_frames, limits)
+    _check_declared_pixels(ds, uri, n_frames, limits, pixels)
     # Timing first: it is cheap, and a bad vector makes decoding pointless.
     times, fps = frame_times_s(ds, n_frames, uri)
-    frames = _decode_frames(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
+    if pixels == "header":
+        _check_pixel_bytes(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
+        frames, frames_112 = None, None
+    else:
+        frames, frames_112 = _decode_frames(
+            ds, uri, n_frames=n_frames, hit_eof=hit_eof, keep_full=pixels == "full"
+        )
+    shape = (n_frames, _required_int(ds, "Rows", uri), _required_int(ds, "Columns", uri))
     r_wave = ds.get("RWaveTimeVector")
     r_wave_s = None
     if r_wave is not None and np.atleast_1d(r_wave).size > limits.max_frames:
@@ -804,7 +886,7 @@ def _read_echo(
         uri=uri,
         source_format="dicom",
         frames=frames,
-        frames_112=resize_frames(frames),
+        frames_112=frames_112,
         frame_times_s=times,
         fps=fps,
         acquisition_datetime=acquisition_datetime(ds),
@@ -812,4 +894,5 @@ def _read_echo(
         header=deidentified_header(ds),
         r_wave_times_s=r_wave_s,
         mrn=patient_mrn(ds),
+        shape=shape,
     )

@@ -33,8 +33,9 @@ class ReadLimits:
 
     Attributes:
         max_file_bytes: largest file a reader loads whole (DICOM files are parsed in memory).
-        max_decoded_bytes: largest decoded pixel array (frames x rows x columns x samples x
-            bytes per sample) of one image.
+        max_decoded_bytes: largest decoded pixel memory of one image: the whole array
+            (frames x rows x columns x samples x bytes per sample) for a full decode, one such
+            frame plus the 112x112 output clip for a streamed one (ingestion).
         max_frames: most frames one cine loop may declare.
         max_waveform_samples: most samples (all channels) one ECG record may declare.
         max_inflated_bytes: largest inflated size of a deflated DICOM data set.

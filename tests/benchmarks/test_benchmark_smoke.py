@@ -167,3 +167,18 @@ def test_features_tiny(tmp_path: Path, store: str) -> None:
             assert len(case[side]["p99_ms_per_series"]) == 1
         assert case["ratio_p50"] > 0 and case["ratio_p99"] > 0
     assert isinstance(res["goal_met"], bool)
+
+
+@pytest.mark.integration
+def test_cine_memory_tiny(tmp_path: Path) -> None:
+    report = run_benchmark("cine_memory.py", "--megabytes", "4", "--size", "160x120",
+                           out=tmp_path / "m.json")  # fmt: skip
+
+    assert report["benchmark"] == "cine_memory"
+    assert report["decoded_bytes"] >= 3 * 1024**2
+    assert {r["compression"] for r in report["results"]} == {"none", "jpeg2000", "rle"}
+    for row in report["results"]:
+        assert row["frames"] > 0 and row["file_bytes"] > 0
+        assert row["stream_peak_rss_bytes"] >= report["worker_floor_rss_bytes"] > 0
+        assert _is_number(row["full_over_stream_rss"]) and row["full_over_stream_rss"] > 0
+        assert row["stream_under_goal"] is True

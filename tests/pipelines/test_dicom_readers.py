@@ -51,6 +51,7 @@ from pipelines.readers import (
     read_echonet_avi,
 )
 from pipelines.readers.dicom_reader import lead_name
+from pipelines.readers.limits import ReadLimits
 
 COMPRESSIONS = ("none", "jpeg2000", "rle")
 FPS = 40.0
@@ -215,6 +216,57 @@ def test_real_waveform_ecg() -> None:
     assert record.mrn == "642341"
     dumped = json.dumps(record.header)
     assert "642341" not in dumped and "Anonymous" not in dumped
+
+
+def _twelve_bit_copy(src: Path, out: Path) -> Path:
+    """The clip stored at 12 of 16 bits: the streamed decode must scale all frames alike."""
+    ds = pydicom.dcmread(src)
+    frames = ds.pixel_array.astype(np.uint16) * 16
+    frames[-1] //= 4  # one darker frame: a per-frame bit depth would brighten it
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = frames.tobytes()
+    ds.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize("source", [*COMPRESSIONS, "ybr", "twelve_bit"])
+def test_streamed_and_header_reads_match_the_full_decode(echo_files, source: str,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    if source == "ybr":
+        path = Path(get_testdata_file("examples_ybr_color.dcm"))
+    elif source == "twelve_bit":
+        path = _twelve_bit_copy(echo_files["none"], tmp_path / "twelve.dcm")
+    else:
+        path = echo_files[source]
+    full = read_dicom(path)
+    streamed = read_dicom(path, pixels="stream")
+    header = read_dicom(path, pixels="header")
+    assert isinstance(full, EchoClip) and isinstance(streamed, EchoClip)
+    assert isinstance(header, EchoClip)
+    assert full.frames is not None and streamed.frames is None and header.frames is None
+    assert np.array_equal(streamed.frames_112, full.frames_112)
+    assert header.frames_112 is None
+    assert full.shape == streamed.shape == header.shape == full.frames.shape
+    np.testing.assert_array_equal(header.frame_times_s, full.frame_times_s)
+    assert header.header == full.header and header.mrn == full.mrn
+
+
+def test_streamed_read_bounds_memory_by_frame_not_clip(echo_files) -> None:
+    # a cap below the whole decoded clip but above one frame plus the 112x112 output
+    frames, rows, cols = read_dicom(echo_files["none"], pixels="header").shape
+    cap = ReadLimits(max_decoded_bytes=rows * cols * 2 + frames * 112 * 112)
+    with pytest.raises(InputError) as caught:
+        read_dicom(echo_files["none"], limits=cap)
+    assert caught.value.reason == "size_limit_exceeded"
+    assert read_dicom(echo_files["none"], limits=cap, pixels="stream").n_frames == frames
+
+
+def test_header_read_still_catches_missing_pixel_bytes(echo_files, tmp_path: Path) -> None:
+    data = echo_files["none"].read_bytes()
+    (tmp_path / "short.dcm").write_bytes(data[: len(data) - 5000])
+    with pytest.raises(InputError) as caught:
+        read_dicom(tmp_path / "short.dcm", pixels="header")
+    assert caught.value.reason == "pixel_data_truncated"
 
 
 def test_real_ybr_ultrasound() -> None:
