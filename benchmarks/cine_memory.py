@@ -4,7 +4,7 @@ Ingestion decodes an echo once, in silver, frame by frame straight to the 112x11
 models read (``read_dicom(..., pixels="stream")``); bronze reads its header only. The baseline,
 run in the same invocation on the same files, is the whole-clip decode ingestion used before
 (``pixels="full"``: every stored frame decoded at once, then resized). Each decode runs in a
-fresh interpreter so its peak RSS (``ru_maxrss``) is its own; an interpreter that only imports
+fresh interpreter so its peak RSS (``VmHWM``) is its own; an interpreter that only imports
 the reader is measured too (the floor every worker pays).
 
 The cine is synthetic (a phantom A4C clip resized to ``--size`` and repeated until the decoded
@@ -38,6 +38,20 @@ GOAL_BYTES = int(1.5 * 1024**3)
 MODES = ("stream", "full")
 
 
+def _peak_rss_bytes() -> int:
+    """This process's own peak RSS (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries it across ``exec``, so a child started from a parent
+    holding the synthetic clip would report the parent's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB elsewhere
+
+
 def _child(path: str, mode: str) -> None:
     """In a fresh interpreter: decode ``path`` (or only import, mode ``import``); print JSON."""
     from pipelines.readers import EchoClip, read_dicom
@@ -50,7 +64,7 @@ def _child(path: str, mode: str) -> None:
         limits = ReadLimits(max_decoded_bytes=1 << 40, max_file_bytes=1 << 40)
         clip = read_dicom(path, limits=limits, pixels=mode)  # type: ignore[arg-type]
         frames = clip.n_frames if isinstance(clip, EchoClip) else 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _peak_rss_bytes()
     print(json.dumps({"peak_rss_bytes": peak, "frames": frames,
                       "seconds": time.perf_counter() - start}))  # fmt: skip
 

@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from cardiolake.cohort.generate import generate_cohort
 from cardiolake.cohort.settings import CohortSettings
@@ -69,21 +69,17 @@ def python_loop(landing: Path, settings: IngestSettings) -> int:
 
 def timed_ingest(
     spark: object, settings: IngestSettings
-) -> tuple[IngestSummary, float, dict[str, float]]:
-    """``run_ingest`` with its wall time and the seconds of each step (``scan`` is the landing
-    scan and everything before the first step)."""
-    marks: list[tuple[str, float]] = [("scan", time.perf_counter())]
-    summary = run_ingest(
-        spark,  # type: ignore[arg-type]
-        settings,
-        on_step=lambda name: marks.append((name, time.perf_counter())),
-    )
+) -> tuple[IngestSummary, float, dict[str, dict[str, object]]]:
+    """``run_ingest`` with its wall time and each step's seconds, Spark jobs and Delta commits
+    (the job's own accounting, :class:`pipelines.accounting.JobAccountant`)."""
+    start = time.perf_counter()
+    summary = run_ingest(spark, settings)  # type: ignore[arg-type]
     end = time.perf_counter()
     steps = {
-        name: round((marks[i + 1][1] if i + 1 < len(marks) else end) - t, 2)
-        for i, (name, t) in enumerate(marks)
+        name: {k: cost[k] for k in ("seconds", "spark_jobs", "delta_commits")}
+        for name, cost in summary.steps.items()
     }
-    return summary, end - marks[0][1], steps
+    return summary, end - start, steps
 
 
 def _patients(landing: Path) -> int:
@@ -138,7 +134,7 @@ def main() -> None:
     start = time.perf_counter()
     spark = get_spark()
     spark_start_s = time.perf_counter() - start
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "spark_start_s": round(spark_start_s, 2),
         "benchmark": "ingestion",
         "baseline": "single-process Python loop, same files, same run",
@@ -180,6 +176,8 @@ def main() -> None:
                 "python_loop_s": round(loop_s, 2), "python_loop_records_per_s": round(files / loop_s, 2),
                 "spark_s": round(spark_s, 2), "spark_records_per_s": round(files / spark_s, 2),
                 "ratio_spark_over_loop": round(loop_s / spark_s, 2),
+                "spark_jobs": summary.totals["spark_jobs"],
+                "delta_commits": summary.totals["delta_commits"],
             }  # fmt: skip
         growth = []
         for factor, scaled in scales.items():
@@ -190,7 +188,9 @@ def main() -> None:
             summary, seconds, steps = timed_ingest(spark, s)
             growth.append({"scale": f"{factor}x", "patients": _patients(scaled), "files": n,
                            "wall_s": round(seconds, 2), "records_per_s": round(n / seconds, 2),
-                           "rows_added": summary.rows_added, "steps_s": steps})  # fmt: skip
+                           "rows_added": summary.rows_added, "steps": steps,
+                           "spark_jobs": summary.totals["spark_jobs"],
+                           "delta_commits": summary.totals["delta_commits"]})  # fmt: skip
             if factor == 1:
                 # the same job again over the same lake, nothing new in the landing zone
                 again, seconds, steps = timed_ingest(spark, s)
@@ -198,7 +198,8 @@ def main() -> None:
                 report["full_job_rerun_1x"] = {
                     "files": n, "wall_s": round(seconds, 2), "rows_added": added,
                     "added_nothing": not added, "skipped_files": again.skipped_files,
-                    "steps_s": steps,
+                    "steps": steps, "spark_jobs": again.totals["spark_jobs"],
+                    "delta_commits": again.totals["delta_commits"],
                 }  # fmt: skip
         report["full_job_growth"] = growth
     if "bronze_silver_1x" in report:
@@ -207,19 +208,26 @@ def main() -> None:
             f"bronze+silver on {cmp['files']} files: loop {cmp['python_loop_s']} s ({cmp['python_loop_records_per_s']} rec/s), "
             f"Spark local[2] {cmp['spark_s']} s ({cmp['spark_records_per_s']} rec/s), ratio {cmp['ratio_spark_over_loop']}x"
         )
-    print(f"{'scale':>6} {'patients':>8} {'files':>6} {'wall s':>8} {'records/s':>10}")
+    print(f"{'scale':>6} {'patients':>8} {'files':>6} {'wall s':>8} {'records/s':>10} "
+          f"{'jobs':>5} {'commits':>8}")  # fmt: skip
     for g in growth:
         print(
-            f"{g['scale']:>6} {g['patients']:>8} {g['files']:>6} {g['wall_s']:>8} {g['records_per_s']:>10}"
+            f"{g['scale']:>6} {g['patients']:>8} {g['files']:>6} {g['wall_s']:>8} {g['records_per_s']:>10} "
+            f"{g['spark_jobs']!s:>5} {g['delta_commits']:>8}"
         )
+    first = growth[0]["steps"]
+    print(f"{'step (1x)':<26}{'seconds':>9}{'jobs':>6}{'commits':>9}")
+    for name, c in first.items():
+        print(f"{name:<26}{c['seconds']:>9.2f}{c['spark_jobs']!s:>6}{c['delta_commits']:>9}")
     rerun = report["full_job_rerun_1x"]
     print(
         f"re-run with nothing new (1x, {rerun['files']} files): {rerun['wall_s']} s, "
         f"rows added {rerun['rows_added'] or 'none'}; Spark start-up {report['spark_start_s']} s "
         "(not in the re-run)"
     )
-    rerun_steps = cast(dict[str, float], rerun["steps_s"])  # type: ignore[index]
-    print("re-run steps (s): " + ", ".join(f"{k} {v}" for k, v in rerun_steps.items()))
+    rerun_steps = cast(dict[str, dict[str, float]], rerun["steps"])
+    print(f"re-run: {rerun['spark_jobs']} Spark jobs, {rerun['delta_commits']} Delta commits; "
+          "steps (s): " + ", ".join(f"{k} {v['seconds']}" for k, v in rerun_steps.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 

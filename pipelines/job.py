@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pyspark.sql import SparkSession
 
+from pipelines.accounting import JobAccountant
 from pipelines.bronze import ingest_files
 from pipelines.bronze_tabular import ingest_exports
 from pipelines.landing import LandingInventory, scan_landing
@@ -42,6 +43,9 @@ class IngestSummary:
     rows_added: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> reason -> n
     skipped_files: int = 0
+    #: step -> seconds, Spark jobs and Delta commits (see :class:`pipelines.accounting.StepCost`)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    totals: dict[str, Any] = field(default_factory=dict)
 
     def add_quarantine(self, stage: str, counts: dict[str, int]) -> None:
         """Accumulate quarantine counts of one stage."""
@@ -79,7 +83,8 @@ def run_ingest(
             share it.
 
     Returns:
-        Files per format, rows added per table and quarantined inputs per stage and reason.
+        Files per format, rows added per table, quarantined inputs per stage and reason, and
+        each step's seconds, Spark jobs and Delta commits.
 
     Raises:
         SecretError: an empty or short pseudonym secret, refused before any file is read.
@@ -88,8 +93,15 @@ def run_ingest(
     settings = replace(settings, pseudonym_secret=settings.secret())
     now = now or datetime.now(UTC)
     summary = IngestSummary(run_id=run_id or uuid.uuid4().hex[:12])
-    step = on_step or (lambda _: None)
-    inventory = scan_landing(settings.landing)
+    accountant = JobAccountant(spark, settings.lake_root)
+    announce = on_step or (lambda _: None)
+
+    def step(name: str) -> Any:
+        announce(name)
+        return accountant.step(name)
+
+    with accountant.step("scan"):
+        inventory = scan_landing(settings.landing)
     summary.files_by_format = _count_formats(inventory)
     logger.info(
         "run %s: %d inputs in %s",
@@ -100,43 +112,48 @@ def run_ingest(
     kw: dict[str, Any] = {"run_id": summary.run_id, "now": now}
 
     if "bronze" in stages:
-        step("bronze: files")
-        result = ingest_files(spark, inventory, settings, **kw)
+        with step("bronze: files"):
+            result = ingest_files(spark, inventory, settings, **kw)
         summary.rows_added.update(result.rows_added)
         summary.skipped_files = result.skipped
         summary.add_quarantine("bronze", result.quarantined)
-        step("bronze: tabular exports")
-        added, bad = ingest_exports(spark, inventory, settings, **kw)
+        with step("bronze: tabular exports"):
+            added, bad = ingest_exports(spark, inventory, settings, **kw)
         summary.rows_added.update(added)
         summary.add_quarantine("bronze", bad)
     if "silver" in stages:
-        known = known_patients(spark, inventory, settings)
+        with accountant.step("silver: patients"):
+            known = known_patients(spark, inventory, settings)
         for name, fn in (("ecg", silver_ecg), ("echo", silver_echo)):
-            step(f"silver: {name}")
-            n, bad = fn(spark, settings, **kw)
+            with step(f"silver: {name}"):
+                n, bad = fn(spark, settings, **kw)
             summary.rows_added[name] = n
             summary.add_quarantine(f"silver_{name}", bad)
-        step("silver: labs")
-        n, bad = silver_labs(spark, settings, known, **kw)
+        with step("silver: labs"):
+            n, bad = silver_labs(spark, settings, known, **kw)
         summary.rows_added["labs"] = n
         summary.add_quarantine("silver_labs", bad)
-        step("silver: notes")
-        n, bad = silver_notes(spark, settings, inventory, **kw)
+        with step("silver: notes"):
+            n, bad = silver_notes(spark, settings, inventory, **kw)
         summary.rows_added["notes"] = n
         summary.add_quarantine("silver_notes", bad)
-        step("silver: labels")
-        n, bad = silver_labels(spark, settings, **kw)
+        with step("silver: labels"):
+            n, bad = silver_labels(spark, settings, **kw)
         summary.rows_added["labels"] = n
         summary.add_quarantine("silver_labels", bad)
     if "gold" in stages or "alignment" in stages:
         from pipelines.gold import build_alignment
 
-        step("gold: alignment")
-        summary.rows_added["alignment"] = build_alignment(spark, settings, run_id=summary.run_id)
+        with step("gold: alignment"):
+            summary.rows_added["alignment"] = build_alignment(
+                spark, settings, run_id=summary.run_id
+            )
     if "gold" in stages or "examples" in stages:
         from pipelines.gold import build_examples
 
-        step("gold: examples")
-        summary.rows_added.update(build_examples(spark, settings, run_id=summary.run_id))
+        with step("gold: examples"):
+            summary.rows_added.update(build_examples(spark, settings, run_id=summary.run_id))
+    summary.steps = accountant.as_dict()
+    summary.totals = accountant.totals()
     logger.info("run %s done: %s", summary.run_id, summary.rows_added)
     return summary

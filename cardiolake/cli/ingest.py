@@ -132,7 +132,8 @@ def print_gate_report(report: object) -> None:
 
 
 def print_summary(summary: object) -> None:
-    """Files per format, rows added per table, quarantined inputs per stage and reason."""
+    """Files per format, rows added per table, quarantined inputs per stage and reason, and
+    what each step cost (seconds, Spark jobs, Delta commits)."""
     files = Table(title="inputs by format")
     files.add_column("format")
     files.add_column("files", justify="right")
@@ -150,3 +151,13 @@ def print_summary(summary: object) -> None:
         for reason, n in sorted(reasons.items()):
             bad.add_row(stage_name, reason, f"{n:,}")
     console.print(files, rows, bad)
+    steps = getattr(summary, "steps", {})
+    if steps:
+        cost = Table(title="cost by step")
+        for col in ("step", "seconds", "Spark jobs", "Delta commits"):
+            cost.add_column(col, justify="left" if col == "step" else "right")
+        totals = summary.totals  # type: ignore[attr-defined]
+        for name, c in [*steps.items(), ("total", totals)]:
+            jobs = "-" if c["spark_jobs"] is None else str(c["spark_jobs"])
+            cost.add_row(name, f"{c['seconds']:.1f}", jobs, str(c["delta_commits"]))
+        console.print(cost)

@@ -17,6 +17,7 @@ Example:
 from cardiolake.lake._catalog import (
     HistoryEntry,
     list_tables,
+    log_versions,
     table_exists,
     table_files,
     table_history,
@@ -71,6 +72,7 @@ __all__ = [
     "VacuumSettings",
     "WriteMode",
     "list_tables",
+    "log_versions",
     "merge_table",
     "optimize_table",
     "read_arrow",

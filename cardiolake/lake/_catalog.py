@@ -137,6 +137,29 @@ def list_tables(lake_root: LakeRoot) -> list[Table]:
     return sorted(found)
 
 
+def log_versions(lake_root: LakeRoot) -> dict[str, int]:
+    """The newest commit version of every table, from a listing of the Delta logs alone.
+
+    Cheap (one directory listing per table, no log replay), so a job can take it before and
+    after each step and count the commits the step made (``"layer.name"`` -> version).
+    """
+    fs, root = filesystem(root_location(lake_root))
+    out: dict[str, int] = {}
+    for layer in _subdirs(fs, root):
+        for name in _subdirs(fs, f"{root}/{layer}"):
+            log = f"{root}/{layer}/{name}/_delta_log"
+            if fs.get_file_info(log).type != pafs.FileType.Directory:
+                continue
+            commits = [
+                int(i.base_name[:20])
+                for i in fs.get_file_info(pafs.FileSelector(log, recursive=False))
+                if i.base_name.endswith(".json") and i.base_name[:20].isdigit()
+            ]
+            if commits:
+                out[f"{layer}.{name}"] = max(commits)
+    return out
+
+
 def _subdirs(fs: pafs.FileSystem, path: str) -> list[str]:
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return []

@@ -121,6 +121,10 @@ def test_ingestion_tiny(tmp_path: Path) -> None:
     # the same job again over the same lake adds nothing
     rerun = report["full_job_rerun_1x"]
     assert rerun["added_nothing"] is True and rerun["rows_added"] == {}
+    # the job's own accounting: the first run commits, the re-run commits nothing
+    assert growth["delta_commits"] > 0 and growth["spark_jobs"] > 0
+    assert rerun["delta_commits"] == 0 and rerun["spark_jobs"] == 0
+    assert sum(s["delta_commits"] for s in growth["steps"].values()) == growth["delta_commits"]
     assert rerun["files"] == cmp["files"] and rerun["wall_s"] > 0
 
 

@@ -61,8 +61,14 @@ def _spark_jobs(spark) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
 
 
 def _run(spark, settings: IngestSettings) -> tuple[IngestSummary, list[str]]:  # type: ignore[no-untyped-def]
-    with _spark_jobs(spark) as jobs:
+    """The run's summary and its Spark jobs: those the run's own accounting counted per step,
+    plus any the outer job group still sees (none: each step runs in a group of its own)."""
+    with _spark_jobs(spark) as outside:
         summary = run_ingest(spark, settings)
+    jobs = [f"{step}: {cost['spark_jobs']} jobs" for step, cost in summary.steps.items()
+            if cost["spark_jobs"]]  # fmt: skip
+    assert outside == []
+    assert summary.totals["spark_jobs"] == sum(c["spark_jobs"] for c in summary.steps.values())
     return summary, jobs
 
 
@@ -104,6 +110,8 @@ def test_rerun_reads_no_file_and_starts_no_spark_job(lake_run, spark) -> None:  
             path.write_bytes(data)
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert jobs == []  # no Spark job at all: nothing hashed, decoded, merged or rebuilt
+    assert again.totals["delta_commits"] == 0  # and no commit
+    assert set(again.steps) >= {"scan", "bronze: files", "silver: echo", "gold: examples"}
     assert _counts(settings.lake_root) == before
     assert again.skipped_files == _file_inputs(settings.landing)
     assert not any(again.rows_added.values())
@@ -128,6 +136,9 @@ def test_modified_file_is_read_again_and_its_new_content_lands(lake_run, spark) 
     again, jobs = _run(spark, settings)
     after = _counts(settings.lake_root)
     assert jobs  # the changed record was hashed and decoded
+    assert again.steps["bronze: files"]["spark_jobs"] >= 1
+    assert again.steps["bronze: files"]["tables"]  # its new content was committed
+    assert again.totals["delta_commits"] >= 2  # bronze and silver at least
     assert after["bronze.ecg_raw"] == before["bronze.ecg_raw"] + 1
     assert after["silver.ecg"] == before["silver.ecg"] + 1
     assert again.skipped_files == _file_inputs(settings.landing) - 1
