@@ -29,9 +29,10 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
@@ -177,6 +178,44 @@ def get_spark(settings: SparkSettings | None = None) -> SparkSession:
     spark.sparkContext.setLogLevel(settings.log_level)
     logger.info("Spark %s up: master=%s delta=%s", spark.version, settings.master, mode)
     return spark
+
+
+class LazySparkSession:
+    """A SparkSession started on first use: a run with nothing new never pays the JVM start.
+
+    Every attribute is the real session's (it starts then); ``started`` says whether it did.
+
+    Example:
+        >>> spark = LazySparkSession(SparkSettings(master="local[2]"))
+        >>> spark.started
+        False
+    """
+
+    def __init__(self, settings: SparkSettings | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self._settings = settings
+        self._on_start = on_start
+        self._session: SparkSession | None = None
+        #: called with the session right after it starts (e.g. to put it in a job group)
+        self.when_started: list[Callable[[SparkSession], None]] = []
+
+    @property
+    def started(self) -> bool:
+        """Whether the session has been started."""
+        return self._session is not None
+
+    def session(self) -> SparkSession:
+        """The real session, started now if it was not yet."""
+        if self._session is None:
+            if self._on_start is not None:
+                self._on_start()
+            self._session = get_spark(self._settings)
+            for callback in list(self.when_started):
+                callback(self._session)
+        return self._session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session(), name)
 
 
 def delta_native_available(spark: SparkSession) -> bool:

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from cardiolake import tables
 from expectations.runner import GateReport, run_gates
 from expectations.settings import GateSettings
+from pipelines.accounting import JobAccountant
 from pipelines.job import GOLD_STEPS, STAGES, IngestSummary, Stage, StepCallback, run_ingest
 from pipelines.settings import IngestSettings
 
@@ -78,17 +79,22 @@ def ingest_with_gates(
     def more(stage: Stage) -> None:
         later = run_ingest(spark, settings, stages=(stage,), on_step=step, now=now, run_id=run_id)
         result.summary.rows_added.update(later.rows_added)
+        result.summary.add_steps(later.steps)
 
     def gate(layer: str) -> None:
-        step(f"validate: {layer} quality gates")
-        report = run_gates(
-            spark,
-            settings.lake_root,
-            layer=layer,
-            settings=gate_settings,
-            data_docs=data_docs,
-            now=now,
-        )
+        name = f"validate: {layer} quality gates"
+        step(name)
+        accountant = JobAccountant(spark, settings.lake_root)
+        with accountant.step(name):
+            report = run_gates(
+                spark,
+                settings.lake_root,
+                layer=layer,
+                settings=gate_settings,
+                data_docs=data_docs,
+                now=now,
+            )
+        result.summary.add_steps(accountant.as_dict())
         result.reports.append(report)
         result.summary.add_quarantine(f"gates_{layer}", report.quarantined)
 

@@ -53,21 +53,34 @@ class JobAccountant:
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """Account the work done inside the block to step ``name``."""
-        sc = _context(self._spark)
         group = f"cardiolake-{self._run}-{len(self.steps)}"
+        entered: list[tuple[Any, tuple[str | None, str | None]]] = []
+
+        def enter(session: Any) -> None:
+            sc = _context(session)
+            if sc is not None:
+                outer = (sc.getLocalProperty("spark.jobGroup.id"),
+                         sc.getLocalProperty("spark.job.description"))  # fmt: skip
+                sc.setJobGroup(group, name, interruptOnCancel=False)
+                entered.append((sc, outer))
+
+        # a lazily started session is not started just to be measured: the group is set
+        # when (if) the step starts it
+        pending = getattr(self._spark, "when_started", None)
+        if getattr(self._spark, "started", True):
+            enter(self._spark)
+        elif pending is not None:
+            pending.append(enter)
         before = lake.log_versions(self._lake_root)
-        outer = None
-        if sc is not None:
-            outer = (sc.getLocalProperty("spark.jobGroup.id"),
-                     sc.getLocalProperty("spark.job.description"))  # fmt: skip
-            sc.setJobGroup(group, name, interruptOnCancel=False)
         started = time.perf_counter()
         try:
             yield
         finally:
             seconds = time.perf_counter() - started
-            jobs = None
-            if sc is not None and outer is not None:
+            if pending is not None and enter in pending:
+                pending.remove(enter)
+            jobs: int | None = 0 if pending is not None else None
+            for sc, outer in entered:
                 jobs = len(sc.statusTracker().getJobIdsForGroup(group))
                 # a caller's own job group (a notebook's, a test's) is back after the step
                 sc.setLocalProperty("spark.jobGroup.id", outer[0])
@@ -83,12 +96,7 @@ class JobAccountant:
 
     def totals(self) -> dict[str, Any]:
         """Seconds, jobs and commits over every step."""
-        jobs = [s.spark_jobs for s in self.steps.values()]
-        return {
-            "seconds": round(sum(s.seconds for s in self.steps.values()), 3),
-            "spark_jobs": None if None in jobs else sum(j or 0 for j in jobs),
-            "delta_commits": sum(s.delta_commits for s in self.steps.values()),
-        }
+        return totals_of(self.as_dict())
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Every step's cost, JSON-able."""
@@ -102,3 +110,14 @@ def _context(spark: SparkSession) -> Any:
     except Exception:  # noqa: BLE001 - Spark Connect raises on sparkContext
         logger.debug("no SparkContext: Spark jobs are not counted")
         return None
+
+
+def totals_of(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Seconds, Spark jobs (None when any step could not count them) and Delta commits over
+    the steps of :meth:`JobAccountant.as_dict` (of one run or several merged)."""
+    jobs = [c["spark_jobs"] for c in steps.values()]
+    return {
+        "seconds": round(sum(c["seconds"] for c in steps.values()), 3),
+        "spark_jobs": None if None in jobs else sum(jobs),
+        "delta_commits": sum(c["delta_commits"] for c in steps.values()),
+    }

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pyspark.sql import SparkSession
 
-from pipelines.accounting import JobAccountant
+from pipelines.accounting import JobAccountant, totals_of
 from pipelines.bronze import ingest_files
 from pipelines.bronze_tabular import ingest_exports
 from pipelines.landing import LandingInventory, scan_landing
@@ -46,6 +46,11 @@ class IngestSummary:
     #: step -> seconds, Spark jobs and Delta commits (see :class:`pipelines.accounting.StepCost`)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     totals: dict[str, Any] = field(default_factory=dict)
+
+    def add_steps(self, steps: dict[str, dict[str, Any]]) -> None:
+        """Add the measured steps of another part of the run (and recount the totals)."""
+        self.steps.update(steps)
+        self.totals = totals_of(self.steps)
 
     def add_quarantine(self, stage: str, counts: dict[str, int]) -> None:
         """Accumulate quarantine counts of one stage."""

@@ -82,23 +82,30 @@ def ingest(
             table.add_row(fmt, str(n))
         console.print(table)
         return
-    from cardiolake.spark import SparkSettings, get_spark
+    from cardiolake.spark import LazySparkSession, SparkSettings
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
-        task = bar.add_task("starting Spark", total=None)
-        spark = get_spark(SparkSettings(master=master, driver_memory=driver_memory))
+        task = bar.add_task("scanning the landing zone", total=None)
+        current = ["scanning the landing zone"]
 
         def step(text: str) -> None:
+            current[0] = text
             bar.update(task, description=text)
+
+        # Spark starts when a step first needs it: a re-run with nothing new never does
+        spark = LazySparkSession(
+            SparkSettings(master=master, driver_memory=driver_memory),
+            on_start=lambda: bar.update(task, description=f"{current[0]} (starting Spark)"),
+        )
 
         # the quality gates sit between silver and gold: rows they fail are quarantined and
         # never promoted (gold skips them); the CLI, at the edge, may import every stage
         from expectations.promotion import ingest_with_gates
 
         result = ingest_with_gates(
-            spark,
+            spark,  # type: ignore[arg-type]  # a SparkSession to every stage, started lazily
             settings,
             gate_settings=gate_settings,
             stages=stages,  # type: ignore[arg-type]
