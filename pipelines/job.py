@@ -105,15 +105,19 @@ def run_ingest(
         announce(name)
         return accountant.step(name)
 
-    with accountant.step("scan"):
-        inventory = scan_landing(settings.landing)
-    summary.files_by_format = _count_formats(inventory)
-    logger.info(
-        "run %s: %d inputs in %s",
-        summary.run_id,
-        sum(summary.files_by_format.values()),
-        settings.landing,
-    )
+    # the landing zone is scanned once per run, and only by the stages that read it (gold
+    # steps called on their own, as the gated job does, read the lake alone)
+    inventory = LandingInventory(root=settings.landing)
+    if {"bronze", "silver"} & set(stages):
+        with accountant.step("scan"):
+            inventory = scan_landing(settings.landing)
+        summary.files_by_format = _count_formats(inventory)
+        logger.info(
+            "run %s: %d inputs in %s",
+            summary.run_id,
+            sum(summary.files_by_format.values()),
+            settings.landing,
+        )
     kw: dict[str, Any] = {"run_id": summary.run_id, "now": now}
 
     if "bronze" in stages:

@@ -144,7 +144,7 @@ def test_merge_inserts_only_new_keys(spark, lake_root: Path) -> None:
 @pytest.mark.spark
 def test_merge_keeps_one_row_per_duplicate_key_deterministically(spark, tmp_path: Path) -> None:
     chosen = []
-    for run, parts in enumerate((1, 3)):
+    for run, parts in enumerate((1, 3, 2)):
         # one key, three versions of its row spread over the partitions
         versions = [_batch(spark, [7], value=v, partitions=parts) for v in (5.0, -1.0, 2.0)]
         batch = versions[0].unionByName(versions[1]).unionByName(versions[2]).repartition(parts)
@@ -153,7 +153,9 @@ def test_merge_keeps_one_row_per_duplicate_key_deterministically(spark, tmp_path
         rows = lake.read_table(spark, ECG_RAW, lake_root=root).collect()
         assert len(rows) == 1
         chosen.append(rows[0]["signal"][0])
-    assert chosen == [6.0, 6.0]  # the smallest signal (7 - 1.0), whatever the partitioning
+    # the same version whatever the partitioning (ties on the scalar columns are broken by a
+    # hash of the signal, never by comparing signals element by element)
+    assert len(set(chosen)) == 1 and chosen[0] in {12.0, 6.0, 9.0}
 
 
 @pytest.mark.spark

@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, BinaryType, DataType
 
 from cardiolake.lake._commit import (
     CommitMode,
@@ -173,20 +174,27 @@ def merge(
 
 
 def dedupe(df: DataFrame, keys: list[str]) -> DataFrame:
-    """Keep one row per key: the first when ordered by the other (sortable) columns.
+    """Keep one row per key: the first when ordered by the other scalar columns, then by a
+    hash of the array and binary ones.
 
-    Nulls are equal here, as in the null-safe match of :func:`merge`, so the choice is the same
-    whatever order or partitioning the rows arrive in.
+    Signal arrays and frame bytes are never compared element by element: one 64-bit hash of
+    them breaks the remaining ties. Nulls are equal here, as in the null-safe match of
+    :func:`merge`, so the choice is the same whatever order or partitioning the rows arrive in.
     """
-    order = [
-        F.col(f"`{f.name}`").asc_nulls_first()
-        for f in df.schema.fields
-        if f.name not in keys and orderable(f.dataType)
-    ]
+    others = [f for f in df.schema.fields if f.name not in keys and orderable(f.dataType)]
+    order = [F.col(f"`{f.name}`").asc_nulls_first() for f in others if not _bulky(f.dataType)]
+    bulky = [F.col(f"`{f.name}`") for f in others if _bulky(f.dataType)]
+    if bulky:
+        order.append(F.xxhash64(*bulky).asc())
     if not order:
         return df.dropDuplicates(keys)
     window = Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(*order)
     return df.withColumn(_ROW, F.row_number().over(window)).where(F.col(_ROW) == 1).drop(_ROW)
+
+
+def _bulky(data_type: DataType) -> bool:
+    """Array and binary columns (signals, frames): costly to compare, so hashed to order."""
+    return isinstance(data_type, ArrayType | BinaryType)
 
 
 def open_table(uri: str, version: int | None) -> DeltaTable:
