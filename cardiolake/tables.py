@@ -62,6 +62,8 @@ ECHO_RAW = Table("bronze", "echo_raw")
 LABS_RAW = Table("bronze", "labs_raw")
 NOTES_RAW = Table("bronze", "notes_raw")
 LABELS_RAW = Table("bronze", "labels_raw")
+# every CSV export file bronze has read (also those without a row): what discovery skips
+EXPORT_FILES = Table("bronze", "export_files")
 # silver: parsed, cleaned, typed
 ECG = Table("silver", "ecg")
 ECHO = Table("silver", "echo")
@@ -94,7 +96,7 @@ QUARANTINE = Table("quarantine", "quarantine")
 
 #: The known tables of each layer, in data-flow order.
 LAYERS: dict[str, tuple[Table, ...]] = {
-    "bronze": (ECG_RAW, ECHO_RAW, LABS_RAW, NOTES_RAW, LABELS_RAW),
+    "bronze": (ECG_RAW, ECHO_RAW, LABS_RAW, NOTES_RAW, LABELS_RAW, EXPORT_FILES),
     "silver": (ECG, ECHO, LABS, NOTES, LABELS),
     "gold": (ALIGNMENT, EXAMPLES_PRETRAIN, EXAMPLES_ALIGN, EXAMPLES_LABELED),
     "features": (

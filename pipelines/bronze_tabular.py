@@ -176,10 +176,11 @@ def patient_index_keys(inventory: LandingInventory, secret: str) -> set[str] | N
 
 
 def _known_export_stats(lake_root: Path) -> set[tuple[str, int, int]]:
-    """(URI, size, mtime ns) of the export files bronze rows or bronze quarantine rows came from."""
+    """(URI, size, mtime ns) of the export files bronze has read: those its rows or bronze
+    quarantine rows came from, and every file of the export manifest (rows or not)."""
     stats: set[tuple[str, int, int]] = set()
     columns = ["source_uri", "size_bytes", "source_mtime_ns"]
-    for table in (*(t for t, _ in _TARGETS.values()), tables.QUARANTINE):
+    for table in (*(t for t, _ in _TARGETS.values()), tables.EXPORT_FILES, tables.QUARANTINE):
         if not lake.table_exists(table, lake_root=lake_root):
             continue
         extra = ["stage"] if table == tables.QUARANTINE else []
@@ -298,6 +299,7 @@ def ingest_exports(
     to_key = key_udf(settings.secret())
     to_staff = staff_udf(settings.secret())
     to_shifted = shift_udf(settings.secret(), settings.date_shift_max_days)
+    read: list[tuple[SourceFile, str, int]] = []
     for kind, (table, schema) in _TARGETS.items():
         sources = [
             s
@@ -358,6 +360,29 @@ def ingest_exports(
                 quarantine_rows(bad, stage="bronze", run_id=run_id, now=now), settings.lake_root
             ).items():
                 quarantined[reason] = quarantined.get(reason, 0) + n
+            per_file: dict[str, int] = {
+                r[0]: int(r[1]) for r in df.groupBy("source_uri").count().collect()
+            }
+            read.extend((s, kind, int(per_file.get(s.uri, 0))) for s in sources)
         finally:
             df.unpersist()
+    _record_export_files(spark, read, settings.lake_root, run_id=run_id, now=now)
     return added, quarantined
+
+
+def _record_export_files(
+    spark: SparkSession,
+    read: list[tuple[SourceFile, str, int]],
+    lake_root: Path,
+    *,
+    run_id: str,
+    now: datetime,
+) -> None:
+    """One manifest row per export file read this run (one commit for every kind)."""
+    stamped = [(s, kind, n) for s, kind, n in read if s.mtime_ns is not None]
+    if not stamped:
+        return
+    rows = [(s.uri, kind, s.size_bytes, s.mtime_ns, n, run_id, now) for s, kind, n in stamped]
+    frame = spark.createDataFrame(rows, schemas.EXPORT_FILES)
+    merge_new(frame, tables.EXPORT_FILES, lake_root,
+              keys=["source_uri", "size_bytes", "source_mtime_ns"])  # fmt: skip

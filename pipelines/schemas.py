@@ -130,6 +130,18 @@ ECHO_RAW = _struct(
 #: tables written before them): discovery skips an export unread while both are unchanged.
 _EXPORT_STAT = (("size_bytes", _L), _SOURCE_MTIME)
 
+#: One row per CSV export file bronze read: a file that gave no row (a header-only export)
+#: is still known by path, size and mtime, so the next run skips it unread.
+EXPORT_FILES = _struct(
+    ("source_uri", _S),
+    ("input_kind", _S),
+    ("size_bytes", _L),
+    ("source_mtime_ns", _L),
+    ("rows", _L),
+    ("run_id", _S),
+    ("ingest_time", _T),
+)
+
 LABS_RAW = _struct(
     ("record_key", _S),
     ("source_uri", _S),

@@ -53,7 +53,7 @@ def test_table_names_and_paths(tmp_path: Path) -> None:
     assert tables.ECG.path(tmp_path) == tmp_path / "silver" / "ecg"
     assert [t.name for t in tables.tables_in("scoring")] == ["predictions"]
     assert [t.name for t in tables.tables_in("monitoring")] == ["drift"]
-    assert len(tables.ALL_TABLES) == 24 and len({t.name for t in tables.ALL_TABLES}) == 24
+    assert len(tables.ALL_TABLES) == 25 and len({t.name for t in tables.ALL_TABLES}) == 25
     assert set(tables.LAYERS) == set(tables.LAYER_NAMES)
     with pytest.raises(KeyError):
         get_table("nope")
