@@ -16,11 +16,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from cardiolake import lake, tables
 from cardiolake.cli import app
 from cardiolake.cli.train import _REPO
+from cardiolake.cohort.describe import patient_truth
+from cardiolake.pseudonym import resolve_secret
 from cardiolake.tracking import ENCODER_MODELS, tracking_uri
 from tests.fixtures.trained import TRAIN_PYTHON
 
@@ -225,7 +228,7 @@ def _auc(metrics: dict, model: str, input_name: str) -> float:
 
 
 def test_evaluate_scores_an_external_cohort_with_the_trained_models(
-    stage3: dict, external_lake: Path, tmp_path: Path
+    stage3: dict, external_lake: Path, external_cohort: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["evaluate", "--lake", str(external_lake), "--split", "all",
@@ -247,14 +250,21 @@ def test_evaluate_scores_an_external_cohort_with_the_trained_models(
     assert predictions["score"].between(0, 1).all()
     mobile = predictions[predictions["input"] == "mobile"]
     assert set(mobile["n_leads"]) <= {1, 6} and len(mobile)
-    # learning, not chance: the teacher sees echo and labs the student cannot
+    # Learning, not chance, judged against the cohort's Bayes-optimal risk (truth/oracle_p) over
+    # all 100 patients: an AUC on their ~9 urgent patients has a standard error ~0.1 (the
+    # teacher's read 0.79 and 0.73 in two runs of this same test), a rank correlation with the
+    # oracle ~0.07. The teacher sees echo and labs: it tracks the oracle (0.61-0.70 measured).
     teacher_auc = _auc(metrics, "teacher", "12lead")
     six = "limb:I,II,III,aVR,aVL,aVF"
-    assert teacher_auc >= 0.75
+    truth = patient_truth(external_cohort, resolve_secret(None, external_lake))
+    scored = teacher[["patient_key", "score"]].merge(truth[["patient_key", "oracle_p"]])
+    assert len(scored) == len(teacher)
+    assert spearmanr(scored["score"], scored["oracle_p"]).statistic >= 0.35
+    assert teacher_auc > 0.5
     # The students' AUCs here are reported, not judged: trained on 160 patients, even boosted
-    # trees on the *latent* 12-lead signs reach only ~0.75 on these 100 patients (~9 urgent, an
-    # AUC standard error ~0.1), so a threshold would test the seed. Their quality is judged at
-    # scale by benchmarks/model_quality.py; their learning by the training test above.
+    # trees on the *latent* 12-lead signs reach only ~0.75 on these 100 patients, so a threshold
+    # would test the seed. Their quality is judged at scale by benchmarks/model_quality.py;
+    # their training by the training test above.
     derived = ["limb:I", "limb:I,II", "limb:I,II,III", six]
     for name in ("student", "student_labels_only"):
         assert all(np.isfinite(_auc(metrics, name, s)) for s in [*derived, "mobile"])
