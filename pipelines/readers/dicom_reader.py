@@ -782,15 +782,15 @@ def _decoded_frames(ds: Dataset, uri: str) -> Iterator[tuple[np.ndarray, str]]:
 
 
 def _decode_frames(
-    ds: Dataset, uri: str, *, n_frames: int, hit_eof: bool, keep_full: bool = True
+    ds: Dataset, uri: str, *, n_frames: int, keep_full: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """The stored frames (when ``keep_full``) and their 112x112 resize, one frame at a time.
 
     Only the output clip and one decoded frame are held, never the whole decoded input: a
     500 MB cine needs the 112x112 clip, not 500 MB of frames plus their grey and float copies.
     Above 8 bits a first pass finds the clip's bit depth so every frame is scaled alike.
+    The pixel bytes are checked (:func:`_check_pixel_bytes`) before.
     """
-    _check_pixel_bytes(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
     rows = _required_int(ds, "Rows", uri)
     cols = _required_int(ds, "Columns", uri)
     top = None
@@ -868,13 +868,10 @@ def _read_echo(
     _check_declared_pixels(ds, uri, n_frames, limits, pixels)
     # Timing first: it is cheap, and a bad vector makes decoding pointless.
     times, fps = frame_times_s(ds, n_frames, uri)
-    if pixels == "header":
-        _check_pixel_bytes(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
-        frames, frames_112 = None, None
-    else:
-        frames, frames_112 = _decode_frames(
-            ds, uri, n_frames=n_frames, hit_eof=hit_eof, keep_full=pixels == "full"
-        )
+    _check_pixel_bytes(ds, uri, n_frames=n_frames, hit_eof=hit_eof)
+    frames, frames_112 = None, None
+    if pixels != "header":
+        frames, frames_112 = _decode_frames(ds, uri, n_frames=n_frames, keep_full=pixels == "full")
     shape = (n_frames, _required_int(ds, "Rows", uri), _required_int(ds, "Columns", uri))
     r_wave = ds.get("RWaveTimeVector")
     r_wave_s = None
